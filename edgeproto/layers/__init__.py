@@ -10,6 +10,7 @@ from edgeproto.layers.family import (
     register_family,
 )
 from edgeproto.layers import l2_log  # noqa: F401  (registers)
+from edgeproto.layers import hyperpg, gaussian, cosine  # noqa: F401  (registers)
 
 __all__ = [
     "ONNX_DOMAIN",

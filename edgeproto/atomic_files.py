@@ -1,0 +1,68 @@
+"""Write files and directories under a temporary name, then rename: readers never see half a file."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from edgeproto.errors import EdgeprotoError
+
+
+def _os_error(path: Path, exc: OSError) -> EdgeprotoError:
+    return EdgeprotoError(f"cannot write {path}: {exc.strerror or exc}")
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    """Atomically replace ``path`` with ``data``."""
+    path = Path(path)
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        if tmp:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        raise _os_error(path, exc) from None
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Atomically replace ``path`` with ``text`` (UTF-8)."""
+    write_bytes(path, text.encode("utf-8"))
+
+
+@contextlib.contextmanager
+def staged_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary sibling path; on success rename it to ``path``, on error remove it.
+
+    Works for a file or a directory the caller creates at the yielded path. An existing ``path``
+    is replaced only once the new one is complete.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    except OSError as exc:
+        raise _os_error(path, exc) from None
+    target = tmp / f"staged{suffix}"
+    try:
+        yield target
+        if path.is_dir() and not path.is_symlink():
+            old = tmp / "old"
+            os.replace(path, old)
+        elif path.exists():
+            path.unlink()
+        os.replace(target, path)
+    except OSError as exc:
+        raise _os_error(path, exc) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

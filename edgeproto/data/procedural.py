@@ -1,0 +1,238 @@
+"""The default dataset: synthetic shape images whose class is which two part types appear.
+
+Each image is S x S RGB on a textured, noisy background of random colour. Five part types
+(``PART_NAMES``: filled circle, square, triangle, plus-shaped cross, striped patch) are ~10-14 px
+at S=64 (scaled with S). An image of class ``c`` shows exactly the two part types
+``CLASS_PARTS[c]``, plus, in half the images, a distractor (a thick line segment of random angle)
+that belongs to no class. Positions, sizes, orientations and colours are random and independent of
+the class, so only the shapes tell classes apart. Every part type occurs in two or more classes
+(for num_classes >= 4), so a model has to find both parts, not one.
+
+Image ``i`` of a split is a pure function of ``(seed, split, i)`` -- the splits use different
+random streams and never share images -- and is generated on first access, then kept in memory.
+``part_masks(i)`` gives the exact pixels of each part type (all-False for absent types).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from edgeproto.data.base import ImageDataset
+from edgeproto.data.options import check_split, int_option
+
+PART_NAMES: tuple[str, ...] = ("circle", "square", "triangle", "cross", "stripes")
+
+# Class c shows exactly these two part types. The first five pairs form a cycle over the part
+# types (each type in two classes); the last five the remaining pairs. num_classes takes a prefix.
+CLASS_PARTS: tuple[tuple[str, str], ...] = (
+    ("circle", "square"),
+    ("triangle", "cross"),
+    ("circle", "stripes"),
+    ("square", "triangle"),
+    ("cross", "stripes"),
+    ("circle", "triangle"),
+    ("square", "cross"),
+    ("triangle", "stripes"),
+    ("circle", "cross"),
+    ("square", "stripes"),
+)
+MAX_CLASSES = len(CLASS_PARTS)
+DISTRACTOR_PROBABILITY = 0.5
+
+_SPLIT_STREAM = {"train": 0, "test": 1}
+_DISTRACTOR = -2  # kind code for the distractor (not a part type)
+_BACKGROUND_RANGE = (60, 196)  # base colour per channel; texture + noise stay within +-45
+_MIN_CONTRAST = 60  # brightness gap between a shape colour and the background base (0..255)
+
+
+class Rendering(NamedTuple):
+    """One generated sample, with what it was drawn on (for tests and diagnostics)."""
+
+    image: np.ndarray  # uint8 (S, S, 3)
+    background: np.ndarray  # uint8 (S, S, 3): the image before any shape was drawn
+    part_masks: np.ndarray  # bool (P, S, S), one per PART_NAMES entry
+    distractor_mask: np.ndarray  # bool (S, S); all-False when the image has no distractor
+
+
+class ProceduralDataset(ImageDataset):
+    """Synthetic part-shape images (see module docstring); deterministic by (seed, split, index)."""
+
+    def __init__(
+        self,
+        split: str = "train",
+        image_size: int = 64,
+        num_classes: int = 4,
+        train_size: int = 1200,
+        test_size: int = 400,
+        seed: int = 0,
+    ) -> None:
+        check_split(split)
+        self.seed = int_option("seed", seed, 0, 2**32 - 1)
+        size = int_option("image_size", image_size, 32, 512)
+        num_classes = int_option("num_classes", num_classes, 2, MAX_CLASSES)
+        n_train = int_option("train_size", train_size, 1)
+        n_test = int_option("test_size", test_size, 1)
+        n = n_train if split == "train" else n_test
+        class_parts = CLASS_PARTS[:num_classes]
+        super().__init__(
+            split=split,
+            classes=["+".join(pair) for pair in class_parts],
+            labels=np.arange(n) % num_classes,  # balanced: counts differ by at most one
+            image_size=size,
+            mean=(0.5, 0.5, 0.5),
+            std=(0.17, 0.17, 0.17),  # measured over generated images
+            part_names=PART_NAMES,
+        )
+        self.class_parts: list[tuple[str, str]] = list(class_parts)
+        self._class_kinds = [tuple(PART_NAMES.index(p) for p in pair) for pair in class_parts]
+        self._images: list[np.ndarray | None] = [None] * n
+        self._part_maps: list[np.ndarray | None] = [None] * n  # int8 (S, S): part index or -1
+
+    def render(self, index: int) -> Rendering:
+        """Generate sample ``index`` from scratch, with its background and distractor mask."""
+        i = self._index(index)
+        rng = np.random.default_rng([self.seed, _SPLIT_STREAM[self.split], i])
+        return _render(rng, self.image_size, self._class_kinds[int(self.labels[i])])
+
+    def raw_image(self, index: int) -> np.ndarray:
+        i = self._index(index)
+        self._ensure(i)
+        return self._images[i].copy()  # type: ignore[union-attr]
+
+    def source_image(self, index: int) -> Image.Image:
+        i = self._index(index)
+        self._ensure(i)
+        return Image.fromarray(self._images[i], "RGB")  # type: ignore[arg-type]
+
+    def part_masks(self, index: int) -> np.ndarray:
+        i = self._index(index)
+        self._ensure(i)
+        kinds = np.arange(len(PART_NAMES), dtype=np.int8)[:, None, None]
+        return self._part_maps[i][None] == kinds  # type: ignore[index]
+
+    def _ensure(self, i: int) -> None:
+        if self._images[i] is None:
+            r = self.render(i)
+            part_map = np.full((self.image_size, self.image_size), -1, dtype=np.int8)
+            for k, mask in enumerate(r.part_masks):
+                part_map[mask] = k
+            self._images[i] = r.image
+            self._part_maps[i] = part_map
+
+
+def _render(rng: np.random.Generator, size: int, kinds: tuple[int, ...]) -> Rendering:
+    scale = size / 64.0
+    base = rng.integers(_BACKGROUND_RANGE[0], _BACKGROUND_RANGE[1] + 1, size=3)
+    background = _background(rng, size, base)
+    image = background.copy()
+    part_masks = np.zeros((len(PART_NAMES), size, size), dtype=bool)
+    distractor = np.zeros((size, size), dtype=bool)
+    items = list(kinds)
+    if rng.random() < DISTRACTOR_PROBABILITY:
+        items.append(_DISTRACTOR)
+    rng.shuffle(items)  # placement order must not hint at which shape is which
+    boxes: list[tuple[int, int, int]] = []
+    for kind in items:
+        s = max(8, int(round(int(rng.integers(10, 15)) * scale)))
+        x0, y0 = _place(rng, size, s, boxes)
+        boxes.append((x0, y0, s))
+        local, pattern = _shape(rng, kind, s, scale)
+        colours = _colours(rng, base, 1 if pattern is None else 2)
+        patch = image[y0 : y0 + s, x0 : x0 + s]
+        idx = pattern if pattern is not None else np.zeros((s, s), dtype=np.intp)
+        patch[local] = colours[idx[local]]
+        target = distractor if kind == _DISTRACTOR else part_masks[kind]
+        target[y0 : y0 + s, x0 : x0 + s] = local
+    return Rendering(image, background, part_masks, distractor)
+
+
+def _background(rng: np.random.Generator, size: int, base: np.ndarray) -> np.ndarray:
+    """Base colour + smooth blotches (+-15) + a gradient (+-15) + per-pixel noise (+-15)."""
+    coarse = rng.uniform(-15.0, 15.0, size=(8, 8, 3))
+    pos = np.clip((np.arange(size) + 0.5) * (8.0 / size) - 0.5, 0.0, 7.0)
+    lo = np.minimum(pos.astype(np.intp), 6)
+    frac = (pos - lo)[:, None]
+    rows = coarse[lo] * (1 - frac[:, :, None]) + coarse[lo + 1] * frac[:, :, None]  # (S, 8, 3)
+    blotches = rows[:, lo] * (1 - frac.T[:, :, None]) + rows[:, lo + 1] * frac.T[:, :, None]
+    gx, gy = rng.uniform(-7.5, 7.5, size=2)
+    ramp = np.linspace(-1.0, 1.0, size)
+    gradient = gy * ramp[:, None] + gx * ramp[None, :]
+    noise = rng.integers(-15, 16, size=(size, size, 3))
+    img = base[None, None, :] + blotches + gradient[:, :, None] + noise
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
+def _luma(rgb: np.ndarray) -> float:
+    return float(rgb[0]) * 0.299 + float(rgb[1]) * 0.587 + float(rgb[2]) * 0.114
+
+
+def _colours(rng: np.random.Generator, base: np.ndarray, count: int) -> np.ndarray:
+    """``count`` random colours whose brightness differs by >= _MIN_CONTRAST from the background
+    base and from each other, so shapes (and stripes) show in a greyscale copy too."""
+    base_luma = _luma(base)
+    while True:
+        colours = rng.integers(0, 256, size=(count, 3))
+        lumas = [base_luma] + [_luma(c) for c in colours]
+        if all(
+            abs(lumas[a] - lumas[b]) >= _MIN_CONTRAST
+            for a in range(len(lumas))
+            for b in range(a + 1, len(lumas))
+        ):
+            return colours.astype(np.uint8)
+
+
+def _place(
+    rng: np.random.Generator, size: int, s: int, boxes: list[tuple[int, int, int]]
+) -> tuple[int, int]:
+    """Top-left corner of an s x s box inside the image, >= 2 px (scaled) away from other boxes."""
+    gap = max(2, int(round(2 * size / 64)))
+    for _ in range(1000):
+        x0, y0 = (int(v) for v in rng.integers(1, size - s, size=2))
+        if all(
+            x0 >= bx + bs + gap or bx >= x0 + s + gap or y0 >= by + bs + gap or by >= y0 + s + gap
+            for bx, by, bs in boxes
+        ):
+            return x0, y0
+    raise RuntimeError(f"could not place a {s}px shape in a {size}px image")  # pragma: no cover
+
+
+def _shape(
+    rng: np.random.Generator, kind: int, s: int, scale: float
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """bool (s, s) mask of one shape, and for stripes an int (s, s) map choosing colour 0 or 1."""
+    name = "distractor" if kind == _DISTRACTOR else PART_NAMES[kind]
+    inset = max(1, int(round(0.08 * s)))
+    if name in ("circle", "triangle", "distractor"):
+        canvas = Image.new("L", (s, s), 0)
+        draw = ImageDraw.Draw(canvas)
+        if name == "circle":
+            draw.ellipse((0, 0, s - 1, s - 1), fill=255)
+        elif name == "triangle":
+            tip, foot = (0, s - 1) if rng.random() < 0.5 else (s - 1, 0)  # points up or down
+            draw.polygon([((s - 1) / 2, tip), (s - 1, foot), (0, foot)], fill=255)
+        else:
+            width = max(2, int(round(3 * scale)))
+            angle = rng.uniform(0.0, np.pi)
+            half = (s - 1 - width) / 2
+            c = (s - 1) / 2
+            dx, dy = half * np.cos(angle), half * np.sin(angle)
+            draw.line([(c - dx, c - dy), (c + dx, c + dy)], fill=255, width=width)
+        return np.asarray(canvas) > 0, None
+    mask = np.zeros((s, s), dtype=bool)
+    if name == "cross":
+        t = max(2, int(round(s / 3)))
+        a = (s - t) // 2
+        mask[:, a : a + t] = True
+        mask[a : a + t, :] = True
+        return mask, None
+    mask[inset : s - inset, inset : s - inset] = True
+    if name == "square":
+        return mask, None
+    # stripes: a square patch of alternating bands, horizontal, vertical or diagonal
+    width = max(2, int(round(2 * scale)))
+    yy, xx = np.mgrid[0:s, 0:s]
+    coord = (yy, xx, yy + xx)[int(rng.integers(0, 3))]
+    return mask, (coord // width) % 2

@@ -1,0 +1,6 @@
+"""The bundled trainer: recipes in, checkpoints out."""
+
+from edgeproto.train.recipe import load_recipe, validate_recipe
+from edgeproto.train.trainer import train
+
+__all__ = ["load_recipe", "train", "validate_recipe"]

@@ -1,0 +1,100 @@
+"""Training recipes (YAML): defaults, validation with clear errors, and loading."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from edgeproto.errors import EdgeprotoError
+
+# Every key a recipe may set, with its default. ``None`` marks a required key.
+# ``data`` and ``model.backbone`` are open: their keys are checked by the dataset/backbone.
+DEFAULTS: dict[str, Any] = {
+    "name": None,
+    "description": "",
+    "seed": 0,
+    "data": None,
+    "model": {
+        "backbone": {"name": "small_cnn"},
+        "prototypes": {"family": None, "per_class": 5, "dim": 64, "attrs": {}},
+    },
+    "train": {
+        "batch_size": 64,
+        "warm_epochs": 2,
+        "joint_epochs": 10,
+        "last_layer_epochs": 5,
+        "lr": {"backbone": 2e-3, "add_on": 3e-3, "prototypes": 3e-3, "last_layer": 1e-3},
+        # ProtoPNet's coefficients; cluster/separation use -score (see edgeproto.train.losses).
+        "coefs": {"crs_ent": 1.0, "clst": 0.8, "sep": -0.08, "l1": 1e-4},
+        "weight_decay": 1e-3,
+        "push_batch_size": 128,
+    },
+}
+_OPEN = {("data",), ("model", "backbone"), ("model", "prototypes", "attrs")}
+
+
+def _merge(defaults: Any, given: Any, path: tuple[str, ...]) -> Any:
+    where = ".".join(path) or "recipe"
+    if path in _OPEN:
+        if not isinstance(given, dict):
+            raise EdgeprotoError(f"recipe key {where!r} must be a mapping")
+        return {**(defaults or {}), **given}
+    if not isinstance(defaults, dict):
+        return given
+    if not isinstance(given, dict):
+        raise EdgeprotoError(f"recipe key {where!r} must be a mapping, got {given!r}")
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise EdgeprotoError(
+            f"unknown recipe key(s) {', '.join('.'.join(path + (k,)) for k in unknown)}; "
+            f"allowed in {where}: {', '.join(sorted(defaults))}"
+        )
+    out = {}
+    for key, default in defaults.items():
+        sub = path + (key,)
+        if key in given:
+            out[key] = _merge(default, given[key], sub)
+        elif default is None or (isinstance(default, dict) and _has_required(default)):
+            if default is None:
+                raise EdgeprotoError(f"recipe is missing required key {'.'.join(sub)!r}")
+            out[key] = _merge(default, {}, sub)
+        else:
+            out[key] = copy.deepcopy(default)
+    return out
+
+
+def _has_required(d: dict) -> bool:
+    return any(v is None or (isinstance(v, dict) and _has_required(v)) for v in d.values())
+
+
+def validate_recipe(raw: Any) -> dict:
+    """Fill defaults and check every key; raises ``EdgeprotoError`` naming the bad key."""
+    recipe = _merge(DEFAULTS, raw, ())
+    if "name" not in recipe["data"]:
+        raise EdgeprotoError("recipe is missing required key 'data.name'")
+    t = recipe["train"]
+    for key in ("batch_size", "warm_epochs", "joint_epochs", "last_layer_epochs"):
+        if not isinstance(t[key], int) or t[key] < 0 or (key == "batch_size" and t[key] == 0):
+            raise EdgeprotoError(f"recipe key 'train.{key}' must be a non-negative integer")
+    p = recipe["model"]["prototypes"]
+    for key in ("per_class", "dim"):
+        if not isinstance(p[key], int) or p[key] < 1:
+            raise EdgeprotoError(f"recipe key 'model.prototypes.{key}' must be a positive integer")
+    return recipe
+
+
+def load_recipe(path: str | Path) -> dict:
+    """Read and validate a recipe file."""
+    path = Path(path)
+    if not path.is_file():
+        raise EdgeprotoError(f"recipe not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise EdgeprotoError(f"recipe {path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise EdgeprotoError(f"recipe {path} must be a YAML mapping")
+    return validate_recipe(raw)

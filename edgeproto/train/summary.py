@@ -1,0 +1,49 @@
+"""Human and JSON summaries of a checkpoint (``edgeproto train`` / ``edgeproto info``)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from edgeproto.layers import get_family
+
+
+def summarize(config: dict, path: str | Path, detailed: bool = False) -> dict:
+    """The figures a user asks of a checkpoint first."""
+    model = config["model"]
+    protos = model["prototypes"]
+    family = get_family(protos["family"])
+    per_class = Counter(p["class_name"] for p in config.get("prototypes", []))
+    summary = {
+        "checkpoint": str(path),
+        "recipe": config["recipe"]["name"],
+        "backbone": model["backbone"],
+        "family": family.name,
+        "op": f"edgeproto::{family.op_type}",
+        "formula": family.summary,
+        "num_prototypes": protos["per_class"] * model["num_classes"],
+        "prototype_dim": protos["dim"],
+        "classes": config["classes"],
+        "prototypes_per_class": dict(per_class),
+        "image_size": config["image_size"],
+        "metrics": config.get("metrics", {}),
+        "train_seconds": config.get("train_seconds"),
+        "world_size": config.get("world_size", 1),
+    }
+    if detailed:
+        summary["prototypes"] = config.get("prototypes", [])
+    return summary
+
+
+def render(summary: dict) -> None:
+    """Print a summary as a table."""
+    table = Table(title=f"checkpoint {summary['checkpoint']}", show_header=False)
+    for key in ("recipe", "family", "op", "formula", "backbone", "num_prototypes", "prototype_dim",
+                "classes", "image_size", "train_seconds", "world_size"):
+        table.add_row(key, str(summary[key]))
+    for key, value in summary["metrics"].items():
+        table.add_row(key, f"{value:.4f}")
+    Console().print(table)
