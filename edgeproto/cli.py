@@ -48,6 +48,33 @@ def info(checkpoint: str, as_json: bool) -> None:
     _show(summarize(read_config(checkpoint), checkpoint, detailed=True), as_json)
 
 
+@cli.command()
+@click.argument("checkpoint", type=click.Path())
+@click.option("-o", "--out", required=True, type=click.Path(), help="bundle directory to write")
+@click.option("--ops", type=click.Choice(["function", "inline", "plugin"]), default="function", show_default=True,
+              help="custom node + function body | standard ops only | custom node for a TensorRT plugin")
+@click.option("--opset", type=int, default=18, show_default=True, help="default-domain ONNX opset (17..25)")
+@click.option("--golden", type=int, default=16, show_default=True, help="test images stored with reference outputs")
+@click.option("--atol", type=float, default=1e-5, show_default=True, help="export check: absolute tolerance")
+@click.option("--rtol", type=float, default=1e-4, show_default=True, help="export check: relative tolerance")
+@click.option("--zip", "as_zip", is_flag=True, help="write one OUT.zip instead of a directory")
+@click.option("--force", is_flag=True, help="replace an existing OUT")
+@click.option("--json", "as_json", is_flag=True, help="print the export check as JSON")
+def export(checkpoint: str, out: str, ops: str, opset: int, golden: int, atol: float, rtol: float,
+           as_zip: bool, force: bool, as_json: bool) -> None:
+    """Export a checkpoint to a deployment bundle, checked in ONNX Runtime against PyTorch."""
+    from edgeproto.export.bundle_writer import export_bundle
+    from edgeproto.export.report import render_export
+
+    manifest = export_bundle(checkpoint, out, ops=ops, opset=opset, golden=golden, atol=atol, rtol=rtol,
+                             force=force, as_zip=as_zip)
+    if as_json:
+        click.echo(json.dumps({"bundle": out, "model": manifest["model"], "export_check": manifest["export_check"]},
+                              indent=2))
+    else:
+        render_export(out, manifest)
+
+
 def _show(summary: dict, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(summary, indent=2))

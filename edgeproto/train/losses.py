@@ -1,7 +1,8 @@
 """ProtoPNet's training objective, written over similarity scores so every family shares it.
 
-Cluster and separation costs use the dissimilarity −score: for ``l2_log`` that is −log-similarity,
-for the likelihood families (HyperPg, Gaussian) the negative log-density, for cosine −cos.
+Cluster and separation costs use each family's ``dissimilarity(scores)``: for ``l2_log`` the squared
+distance d (as in ProtoPNet), for the likelihood families (HyperPg, Gaussian) the negative
+log-density, for cosine 1 − cos.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ def prototype_loss(
     """crs_ent·CE + clst·cluster + sep·separation (+ l1·|wrong-class weights| in the last stage)."""
     identity = model.prototype_class_identity  # (M,C)
     own = identity[:, labels].t().bool()  # (B,M): prototype belongs to the image's class
-    dis = -out["scores"]
+    layer = model.prototype_layer
+    dis = layer.family.torch_module.dissimilarity(out["scores"], **layer.attrs)
     ce = F.cross_entropy(out["logits"], labels)
     cluster = dis.masked_fill(~own, float("inf")).amin(dim=1).mean()
     separation = dis.masked_fill(own, float("inf")).amin(dim=1).mean()

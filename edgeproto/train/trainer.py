@@ -150,6 +150,8 @@ class Trainer:
                 loss.backward()
                 opt.step()
                 bar(stage, epoch, len(idx) * self.dist.world_size, parts)
+            self.metrics[f"test_accuracy_{stage}_epoch{epoch + 1}"] = acc = self.evaluate()
+            bar(stage, epoch, 0, {"test_acc": acc})
             self._checkpoint_epoch(si, epoch + 1, opt)
 
     def _run_last_layer(self, si: int, start_epoch: int, opt, bar) -> None:

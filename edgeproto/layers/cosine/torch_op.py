@@ -78,3 +78,8 @@ op.register_autograd(_backward, setup_context=_setup_context)
 def init_params(num_prototypes: int, dim: int, generator: torch.Generator | None = None) -> dict:
     """Prototypes ~ N(0, I): only their direction matters, and randn directions are uniform."""
     return {"prototypes": torch.randn(num_prototypes, dim, generator=generator)}
+
+
+def dissimilarity(scores: Tensor) -> Tensor:
+    """Cosine distance 1 − cos, used by the cluster/separation costs."""
+    return 1.0 - scores

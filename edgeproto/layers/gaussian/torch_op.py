@@ -68,3 +68,8 @@ def init_params(num_prototypes: int, dim: int, generator: torch.Generator | None
         "means": torch.rand(num_prototypes, dim, generator=generator),
         "log_var": torch.zeros(num_prototypes, dim),
     }
+
+
+def dissimilarity(scores: Tensor) -> Tensor:
+    """Negative log-likelihood, used by the cluster/separation costs."""
+    return -scores

@@ -72,3 +72,13 @@ def init_params(num_prototypes: int, dim: int, generator: torch.Generator | None
         "mu": torch.ones(num_prototypes),
         "log_sigma": torch.full((num_prototypes,), math.log(0.5)),
     }
+
+
+def dissimilarity(scores: Tensor) -> Tensor:
+    """Negative log-density, used by the cluster/separation costs."""
+    return -scores
+
+
+def push_similarity(z: Tensor, prototypes: Tensor, mu: Tensor, log_sigma: Tensor) -> Tensor:
+    """Push projects onto the patch of highest cosine (the direction the prototype stands for)."""
+    return cosine_map(z, prototypes)

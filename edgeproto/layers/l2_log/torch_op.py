@@ -56,3 +56,10 @@ op.register_autograd(_backward, setup_context=_setup_context)
 def init_params(num_prototypes: int, dim: int, generator: torch.Generator | None = None) -> dict:
     """ProtoPNet's init: prototypes uniform in [0, 1) (the add-on ends in a sigmoid)."""
     return {"prototypes": torch.rand(num_prototypes, dim, generator=generator)}
+
+
+def dissimilarity(scores: Tensor, epsilon: float = 1e-4) -> Tensor:
+    """The squared distance d behind a similarity (inverse of log((d+1)/(d+ε))): ProtoPNet's
+    cluster/separation costs are written in d, which is bounded below by 0."""
+    e = torch.exp(scores)
+    return ((1.0 - epsilon * e) / (e - 1.0)).clamp_min(0.0)

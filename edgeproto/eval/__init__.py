@@ -1,0 +1,1 @@
+"""Comparisons of a deployed model with its PyTorch reference (numpy only; no torch)."""

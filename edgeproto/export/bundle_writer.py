@@ -1,0 +1,185 @@
+"""``edgeproto export``: checkpoint → self-contained deployment bundle, checked in ONNX Runtime."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from edgeproto import __version__, atomic_files
+from edgeproto.bundle import FORMAT, FORMAT_VERSION, MANIFEST, file_hashes, open_bundle, sha256_file
+from edgeproto.errors import EdgeprotoError
+from edgeproto.eval.explanations import top1_agreement
+from edgeproto.eval.parity import compare_outputs, within_tolerance
+from edgeproto.export.onnx_graph import (
+    INPUT_NAME,
+    OPS_MODES,
+    OUTPUT_NAMES,
+    SUPPORTED_OPSETS,
+    export_onnx,
+    function_proto,
+    prototype_nodes,
+)
+from edgeproto.layers import ONNX_DOMAIN, family_for_op_type, get_family
+from edgeproto.runtimes.onnxruntime_runner import OnnxRuntimeRunner
+from edgeproto.train.checkpoint import WEIGHTS, load_checkpoint
+
+
+def golden_inputs(config: dict, count: int) -> tuple[np.ndarray, list[int], list[int]]:
+    """The first ``count`` images of the recipe's test split: inputs, dataset indices, labels."""
+    from edgeproto.data import build_dataset
+
+    dataset = build_dataset(config["recipe"]["data"], "test")
+    n = min(count, len(dataset))
+    if n == 0:
+        raise EdgeprotoError("the recipe's test split is empty: no golden inputs")
+    items = [dataset[i] for i in range(n)]
+    return np.stack([np.asarray(x, dtype=np.float32) for x, _ in items]), list(range(n)), [int(y) for _, y in items]
+
+
+def _metadata(config: dict, model: onnx.ModelProto) -> None:
+    identity = [p["class"] for p in config["prototypes"]] or [
+        i // config["model"]["prototypes"]["per_class"]
+        for i in range(config["model"]["prototypes"]["per_class"] * config["model"]["num_classes"])
+    ]
+    props = {
+        "edgeproto_version": __version__,
+        "classes": json.dumps(config["classes"]),
+        "prototype_classes": json.dumps(identity),
+        "input_size": json.dumps([3, config["image_size"], config["image_size"]]),
+        "normalization": json.dumps({"mean": config["mean"], "std": config["std"]}),
+        "prototype_family": config["model"]["prototypes"]["family"],
+    }
+    onnx.helper.set_model_props(model, props)
+    model.producer_name, model.producer_version = "edgeproto", __version__
+
+
+def _runnable(model: onnx.ModelProto, ops: str, opset: int) -> bytes:
+    """Bytes ONNX Runtime can run: plugin graphs get their function bodies back for the check."""
+    if ops != "plugin":
+        return model.SerializeToString()
+    check = onnx.ModelProto()
+    check.CopyFrom(model)
+    for op_type in sorted({n.op_type for n in prototype_nodes(check)}):
+        check.functions.append(function_proto(family_for_op_type(op_type), opset))
+    for node in prototype_nodes(check):
+        keep = [a for a in node.attribute if a.name not in ("plugin_namespace", "plugin_version")]
+        del node.attribute[:]
+        node.attribute.extend(keep)
+    return check.SerializeToString()
+
+
+def export_bundle(
+    checkpoint: str | Path,
+    out: str | Path,
+    *,
+    ops: str = "function",
+    opset: int = 18,
+    golden: int = 16,
+    atol: float = 1e-5,
+    rtol: float = 1e-4,
+    force: bool = False,
+    as_zip: bool = False,
+) -> dict:
+    """Write the bundle for ``checkpoint`` at ``out`` (or ``out`` as one ``.zip``); return the manifest.
+
+    The bundle is assembled under a temporary name and renamed only after ONNX Runtime reproduced
+    the PyTorch outputs on the golden inputs within ``atol + rtol·|ref|`` with the same top-1
+    prototype; otherwise nothing is left behind and an ``EdgeprotoError`` gives the differences.
+    """
+    out = Path(out)
+    target = out.with_name(out.name + ".zip") if as_zip and out.suffix != ".zip" else out
+    if target.exists() and not force:
+        raise EdgeprotoError(f"{target} exists; pass --force to replace it")
+    if ops not in OPS_MODES:
+        raise EdgeprotoError(f"--ops must be one of {', '.join(OPS_MODES)}")
+    if opset not in SUPPORTED_OPSETS:
+        raise EdgeprotoError(f"opset {opset} is not supported (supported: {SUPPORTED_OPSETS.start}..{SUPPORTED_OPSETS.stop - 1})")
+    if golden < 1:
+        raise EdgeprotoError("--golden must be at least 1")
+    checkpoint = Path(checkpoint)
+    model, config = load_checkpoint(checkpoint)
+    family = get_family(config["model"]["prototypes"]["family"])
+    inputs, ids, labels = golden_inputs(config, golden)
+    with torch.no_grad():
+        reference = {k: v.numpy() for k, v in model(torch.from_numpy(inputs)).items()}
+    last_layer = model.last_layer.weight.detach().numpy().astype(np.float32)
+
+    args = (checkpoint, config, model, family, inputs, ids, labels, reference, last_layer, ops, opset, atol, rtol)
+    if not as_zip:
+        with atomic_files.staged_path(out) as stage:
+            return _assemble(stage, *args)
+    with tempfile.TemporaryDirectory() as tmp:
+        manifest = _assemble(Path(tmp) / "bundle", *args)
+        with atomic_files.staged_path(target) as zpath:
+            with zipfile.ZipFile(zpath, "w", zipfile.ZIP_DEFLATED) as zf:
+                for p in sorted((Path(tmp) / "bundle").rglob("*")):
+                    if p.is_file():
+                        zf.write(p, p.relative_to(Path(tmp) / "bundle").as_posix())
+    return manifest
+
+
+def _assemble(stage, checkpoint, config, model, family, inputs, ids, labels, reference, last_layer,
+              ops, opset, atol, rtol) -> dict:
+    """Write every bundle file into the empty directory ``stage`` and return the manifest."""
+    stage.mkdir()
+    onnx_model = export_onnx(model, torch.from_numpy(inputs[:2]), stage / "model.onnx", ops=ops, opset=opset)
+    _metadata(config, onnx_model)
+    atomic_files.write_bytes(stage / "model.onnx", onnx_model.SerializeToString())
+
+    actual = OnnxRuntimeRunner(_runnable(onnx_model, ops, opset)).run(inputs)
+    diffs = compare_outputs(reference, actual)
+    agreement = top1_agreement(reference, actual, last_layer)
+    ok = all(within_tolerance(reference[n], actual[n], atol, rtol) for n in OUTPUT_NAMES)
+    check = {"runtime": "onnxruntime", "images": len(ids), "atol": atol, "rtol": rtol,
+             "diffs": diffs, "top1_prototype_agreement": agreement, "passed": ok and agreement == 1.0}
+    if not check["passed"]:
+        worst = ", ".join(f"{n}: max_abs={d['max_abs']:.3g} max_rel={d['max_rel']:.3g}" for n, d in diffs.items())
+        raise EdgeprotoError(
+            f"exported model does not reproduce PyTorch within atol={atol} rtol={rtol} "
+            f"({worst}; top-1 prototype agreement {agreement:.3f}); no bundle written"
+        )
+
+    (stage / "prototypes").mkdir()
+    for rec in config["prototypes"]:
+        shutil.copyfile(checkpoint / rec["patch_png"], stage / rec["patch_png"])
+    (stage / "explain").mkdir()
+    (stage / "golden").mkdir()
+    np.save(stage / "explain" / "last_layer.npy", last_layer)
+    golden_files = {"image": "golden/image.npy", **{n: f"golden/{n}.npy" for n in OUTPUT_NAMES}}
+    np.save(stage / golden_files["image"], inputs)
+    for n in OUTPUT_NAMES:
+        np.save(stage / golden_files[n], reference[n])
+
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "edgeproto_version": __version__,
+        "source": {"checkpoint": str(checkpoint.resolve()), "recipe": config["recipe"]["name"],
+                   "weights_sha256": sha256_file(checkpoint / WEIGHTS)},
+        "model": {"file": "model.onnx", "ops": ops, "opset": opset, "domain": ONNX_DOMAIN,
+                  "family": family.name, "op_type": family.op_type, "formula": family.summary},
+        "inputs": [{"name": INPUT_NAME, "shape": ["batch", 3, config["image_size"], config["image_size"]],
+                    "dtype": "float32"}],
+        "outputs": [{"name": n, "shape": list(("batch",) + reference[n].shape[1:]), "dtype": "float32"}
+                    for n in OUTPUT_NAMES],
+        "preprocess": {"image_size": config["image_size"], "mode": "RGB", "resize": "bilinear",
+                       "scale": 1 / 255, "mean": config["mean"], "std": config["std"]},
+        "classes": config["classes"],
+        "part_names": config.get("part_names", []),
+        "prototypes": config["prototypes"],
+        "explain": {"last_layer": "explain/last_layer.npy", "rank_by": "score * class weight"},
+        "golden": {"files": golden_files, "dataset_split": "test", "dataset_indices": ids, "labels": labels},
+        "export_check": check,
+        "compiled": {},
+    }
+    manifest["files"] = file_hashes(stage)
+    atomic_files.write_text(stage / MANIFEST, json.dumps(manifest, indent=2))
+    open_bundle(stage)  # the bundle verifies before it is published
+    return manifest

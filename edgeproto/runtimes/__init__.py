@@ -1,0 +1,1 @@
+"""Runtime backends behind one small contract. Imports no torch: this is what runs on the device."""

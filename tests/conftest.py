@@ -1,0 +1,42 @@
+"""Shared fixtures: small models trained for real, once per test session."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+
+from edgeproto.train import train, validate_recipe
+
+TINY_RECIPE = {
+    "name": "tiny",
+    "seed": 0,
+    "data": {"name": "procedural", "image_size": 32, "num_classes": 3, "train_size": 96, "test_size": 64},
+    "model": {"backbone": {"name": "small_cnn", "width": 8, "stages": 2}, "prototypes": {"per_class": 2, "dim": 16}},
+    "train": {"batch_size": 32, "warm_epochs": 1, "joint_epochs": 2, "last_layer_epochs": 2},
+}
+
+
+def tiny_recipe(family: str = "l2_log", **train_overrides) -> dict:
+    """A recipe that trains in seconds (accuracy is not its point; the pipeline is)."""
+    raw = copy.deepcopy(TINY_RECIPE)
+    raw["name"] = f"tiny-{family}"
+    raw["model"]["prototypes"]["family"] = family
+    raw["train"].update(train_overrides)
+    return validate_recipe(raw)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """``trained(family)`` → path of a checkpoint trained for real on tiny procedural data (cached)."""
+    cache: dict[str, Path] = {}
+
+    def get(family: str = "l2_log") -> Path:
+        if family not in cache:
+            out = tmp_path_factory.mktemp(f"ckpt-{family}")
+            train(tiny_recipe(family), out, force=True, quiet=True)
+            cache[family] = out
+        return cache[family]
+
+    return get
