@@ -2,8 +2,10 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
+EP     := $(VENV)/bin/edgeproto
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 RUN    ?= runs/demo
+RECIPE ?= models/protopnet_procedural.yaml
 
 .PHONY: install demo test clean
 
@@ -14,8 +16,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[train,openvino,dev]'
 	rm -f $(VENV)/.installed-* && touch $@
 
+# Train the default recipe, export a bundle (checked in ONNX Runtime), write the reports.
 demo: $(STAMP)
-	$(VENV)/bin/edgeproto demo --out $(RUN)
+	$(EP) train --recipe $(RECIPE) --out $(RUN)/checkpoint --force
+	$(EP) export $(RUN)/checkpoint -o $(RUN)/bundle --force
+	$(EP) info $(RUN)/checkpoint --json > $(RUN)/train-report.json.tmp && mv $(RUN)/train-report.json.tmp $(RUN)/train-report.json
+	@echo "demo done: checkpoint $(RUN)/checkpoint, bundle $(RUN)/bundle (manifest.json has the export check), report $(RUN)/train-report.json"
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

@@ -5,8 +5,10 @@ Each image is S x S RGB on a textured, noisy background of random colour. Five p
 at S=64 (scaled with S). An image of class ``c`` shows exactly the two part types
 ``CLASS_PARTS[c]``, plus, in half the images, a distractor (a thick line segment of random angle)
 that belongs to no class. Positions, sizes, orientations and colours are random and independent of
-the class, so only the shapes tell classes apart. Every part type occurs in two or more classes
-(for num_classes >= 4), so a model has to find both parts, not one.
+the class, so only the shapes tell classes apart. Each shape colour differs in brightness from the
+background (a stripe's two colours also from each other), so shapes show in greyscale too.
+Part types are shared between classes (with the default 4 classes, circle, square and triangle each
+occur in two), so a model has to find both parts of an image, not just one.
 
 Image ``i`` of a split is a pure function of ``(seed, split, i)`` -- the splits use different
 random streams and never share images -- and is generated on first access, then kept in memory.

@@ -28,6 +28,7 @@ How it works (torch 2.13 dynamo exporter, onnxscript 0.7, onnx 1.23):
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import warnings
@@ -298,8 +299,12 @@ def _torch_export(model, example, opset: int) -> onnx.ModelProto:
     modes = {m: m.training for m in model.modules()}
     model.eval()
     wrapper = _tuple_outputs(model).eval()
+    exporter_log = logging.getLogger("torch.onnx")
+    level = exporter_log.level
+    exporter_log.setLevel(logging.ERROR)  # e.g. "torchvision is not installed" notices
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch-internal pytree deprecation
             program = torch.onnx.export(
                 wrapper,
                 (example,),
@@ -321,6 +326,7 @@ def _torch_export(model, example, opset: int) -> onnx.ModelProto:
             raise EdgeprotoError(str(cause)) from exc
         raise
     finally:
+        exporter_log.setLevel(level)
         for module, training in modes.items():
             module.training = training
     return program.model_proto

@@ -94,6 +94,12 @@ class Trainer:
         self.test_images, self.test_labels = materialize(self.test_set)
         self.model_cfg = model_config(recipe, self.train_set)
         self.model = create_model(self.model_cfg)
+        stride = getattr(self.model.backbone, "stride", 1)
+        if self.train_set.image_size < stride:
+            raise EdgeprotoError(
+                f"image_size {self.train_set.image_size} is smaller than the backbone's stride {stride}: "
+                "raise data.image_size or use fewer backbone stages"
+            )
         self.epochs = {"warm": self.cfg["warm_epochs"], "joint": self.cfg["joint_epochs"], "push": 1,
                        "last_layer": self.cfg["last_layer_epochs"]}
         self.prototypes: list[dict] = []
