@@ -172,6 +172,7 @@ def _assemble(stage, checkpoint, config, model, family, inputs, ids, labels, ref
         "preprocess": {"image_size": config["image_size"], "mode": "RGB", "resize": "bilinear",
                        "scale": 1 / 255, "mean": config["mean"], "std": config["std"]},
         "classes": config["classes"],
+        "data": config["recipe"]["data"],
         "part_names": config.get("part_names", []),
         "prototypes": config["prototypes"],
         "explain": {"last_layer": "explain/last_layer.npy", "rank_by": "score * class weight"},

@@ -14,7 +14,15 @@ class OnnxRuntimeRunner:
 
     name = "onnxruntime"
 
-    def __init__(self, model: str | Path | bytes, providers: list[str] | None = None, threads: int = 0) -> None:
+    def __init__(
+        self,
+        model: str | Path | bytes,
+        *,
+        precision: str = "fp32",
+        device: str | None = None,
+        threads: int = 0,
+        providers: list[str] | None = None,
+    ) -> None:
         try:
             import onnxruntime as ort
         except ImportError:
@@ -23,7 +31,16 @@ class OnnxRuntimeRunner:
         if threads:
             opts.intra_op_num_threads = threads
         available = ort.get_available_providers()
-        wanted = providers or [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+        if device is not None and device.upper() not in ("CPU", "CUDA", "TENSORRT"):
+            raise EdgeprotoError(f"unknown onnxruntime device {device!r}; use CPU, CUDA or TENSORRT")
+        preferred = {"CPU": ["CPUExecutionProvider"], "CUDA": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+                     "TENSORRT": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]}
+        order = preferred.get((device or "").upper(), ["TensorrtExecutionProvider", "CUDAExecutionProvider",
+                                                       "CPUExecutionProvider"])
+        wanted = providers or [p for p in order if p in available]
+        if device and device.upper() != "CPU" and wanted[0] == "CPUExecutionProvider":
+            raise EdgeprotoError(f"onnxruntime has no {device} execution provider here (available: {available})")
+        self._precision = precision
         source = model if isinstance(model, bytes) else str(model)
         try:
             self.session = ort.InferenceSession(source, sess_options=opts, providers=wanted)
@@ -38,7 +55,8 @@ class OnnxRuntimeRunner:
 
     @property
     def precision(self) -> str:
-        return "fp32"
+        """The artifact's precision (ONNX Runtime runs the graph's own types)."""
+        return self._precision
 
     def describe(self) -> dict:
         """Inputs and outputs: name, shape (symbolic dims as strings), element type."""
