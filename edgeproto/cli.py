@@ -75,6 +75,69 @@ def export(checkpoint: str, out: str, ops: str, opset: int, golden: int, atol: f
         render_export(out, manifest)
 
 
+TARGET = click.option("--target", default="onnxruntime", show_default=True, help="onnxruntime | openvino")
+PRECISION = click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16", "int8"]), default="fp32",
+                         show_default=True)
+GUARD = click.option("--guard", type=click.Choice(["prototypes", "none"]), default="prototypes", show_default=True,
+                     help="keep the prototype subgraph fp32 (prototypes) or reduce everything (none)")
+DEVICE = click.option("--device", default=None, help="runtime device: CPU (default), GPU, NPU, AUTO, CUDA")
+
+
+@cli.command()
+@click.argument("bundle", type=click.Path())
+@TARGET
+@PRECISION
+@GUARD
+@click.option("--calib", type=int, default=128, show_default=True, help="int8: calibration images (train split)")
+@DEVICE
+@click.option("--json", "as_json", is_flag=True, help="print the manifest entry as JSON")
+def compile(bundle: str, target: str, precision: str, guard: str, calib: int, device: str | None,
+            as_json: bool) -> None:
+    """Compile a bundle for a runtime and precision; the artifact is recorded in the manifest."""
+    from edgeproto.export.compile import compile_bundle
+
+    entry = compile_bundle(bundle, target=target, precision=precision, guard=guard, calib=calib, device=device,
+                           progress=not as_json)
+    click.echo(json.dumps(entry, indent=2) if as_json else f"compiled {target} {precision} (guard={guard}): "
+               f"{bundle}/{entry['model']}")
+
+
+@cli.command()
+@click.argument("bundle", type=click.Path())
+@click.argument("image", type=click.Path())
+@TARGET
+@PRECISION
+@GUARD
+@DEVICE
+@click.option("-k", "--top", "k", type=int, default=3, show_default=True, help="prototypes to show")
+@click.option("-o", "--out", "out_prefix", default=None, help="write OUT.png and OUT.json (default: next to IMAGE)")
+@click.option("--json", "as_json", is_flag=True, help="print the explanation as JSON")
+def explain(bundle: str, image: str, target: str, precision: str, guard: str, device: str | None, k: int,
+            out_prefix: str | None, as_json: bool) -> None:
+    """On-device "this looks like that": prediction, top prototypes, heatmaps and source patches."""
+    from edgeproto.eval.explain_cli import run_explain
+
+    prefix = out_prefix or str(__import__("pathlib").Path(image).with_suffix("")) + ".explained"
+    sys.exit(run_explain(bundle, image, target, precision, guard, device, k, prefix, as_json))
+
+
+@cli.command()
+@click.argument("bundle", type=click.Path())
+@TARGET
+@PRECISION
+@GUARD
+@DEVICE
+@click.option("--atol", type=float, default=None, help="absolute tolerance (default by precision)")
+@click.option("--rtol", type=float, default=None, help="relative tolerance (default by precision)")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable report")
+def verify(bundle: str, target: str, precision: str, guard: str, device: str | None, atol: float | None,
+           rtol: float | None, as_json: bool) -> None:
+    """On-device self-check: golden inputs on the target vs the stored PyTorch outputs (exit 1 on failure)."""
+    from edgeproto.eval.explain_cli import run_verify
+
+    sys.exit(run_verify(bundle, target, precision, guard, device, atol, rtol, as_json))
+
+
 def _show(summary: dict, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(summary, indent=2))

@@ -31,6 +31,7 @@ DEFAULTS: dict[str, Any] = {
         "coefs": {"crs_ent": 1.0, "clst": 0.8, "sep": -0.08, "l1": 1e-4},
         "weight_decay": 1e-3,
         "push_batch_size": 128,
+        "augment_shift": 0,  # random translation of training images by up to N pixels
     },
 }
 _OPEN = {("data",), ("model", "backbone"), ("model", "prototypes", "attrs")}

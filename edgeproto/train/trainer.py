@@ -15,6 +15,7 @@ from torch.nn.parallel import DistributedDataParallel
 from edgeproto import atomic_files
 from edgeproto.errors import EdgeprotoError
 from edgeproto.models import PrototypeNet, create_model
+from edgeproto.train.augment import random_shift
 from edgeproto.train import checkpoint
 from edgeproto.train.distributed import Dist, init_distributed, shutdown
 from edgeproto.train.losses import accuracy, last_layer_loss, prototype_loss
@@ -149,8 +150,9 @@ class Trainer:
         net = DistributedDataParallel(self.model) if self.dist.enabled else self.model
         for epoch in range(start_epoch, self.epochs[stage]):
             self.model.train()
+            shifts = torch.Generator().manual_seed(self.recipe["seed"] * 31 + si * 1009 + epoch * 7 + self.dist.rank)
             for idx in self._epoch_batches(si, epoch):
-                x, y = self.images[idx], self.labels[idx]
+                x, y = random_shift(self.images[idx], self.cfg["augment_shift"], shifts), self.labels[idx]
                 loss, parts = prototype_loss(net(x), y, self.model, self.cfg["coefs"])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

@@ -1,0 +1,313 @@
+"""``edgeproto compile``: a bundle's ONNX model → a runtime-specific artifact inside the bundle.
+
+``compile_bundle(bundle, target=..., precision=..., guard=...)`` writes ``compiled/<key>/`` (key =
+:func:`edgeproto.runtimes.artifact_key`) and records it in ``manifest["compiled"][key]``; the
+manifest's sha256 list is updated so the bundle still passes :func:`edgeproto.bundle.open_bundle`.
+
+Targets and precisions:
+
+- ``onnxruntime``: ``fp32`` (ONNX Runtime's hardware-independent "basic" graph optimisations,
+  saved offline: standard ops only, runs on any execution provider), ``fp16`` (float16 weights and
+  activations, ``keep_io_types``), ``int8`` (static QDQ quantization, per-channel weights,
+  calibrated on the recipe's train split).
+- ``openvino``: ``fp32`` / ``bf16`` / ``fp16`` (one fp32 IR, ``compress_to_fp16=False``; the
+  precision is OpenVINO's *inference-precision hint* recorded in the manifest and handed to the
+  runner), ``int8`` (NNCF post-training quantization, calibrated on the train split).
+
+The explanation guard (``guard="prototypes"``, the default) keeps the prototype subgraph in fp32:
+the activation that feeds the prototype layer (the add-on Sigmoid), the prototype layer itself,
+the max-pool to scores and the last layer. Only the backbone and add-on convolutions are reduced.
+``guard="none"`` reduces everything the runtime's tool is willing to (ONNX Runtime: the prototype
+function is inlined first so its body is quantized/converted too). Measured on the procedural
+recipes: quantizing the prototype math changes which prototype explains a prediction far more
+often than quantizing the backbone alone.
+
+Atomicity: the artifact is built and checked (it must load and run the golden inputs) in a
+staging directory beside the bundle, renamed into ``compiled/<key>/``, and the manifest is
+rewritten last (atomically); any failure restores the previous artifact and manifest, so an
+error never leaves a half-written bundle.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from edgeproto import atomic_files
+from edgeproto.bundle import MANIFEST, Bundle, open_bundle, sha256_file
+from edgeproto.errors import EdgeprotoError
+from edgeproto.runtimes import GUARDS, PRECISIONS, TARGETS, artifact_key
+
+__all__ = ["SUPPORTED", "CalibrationImages", "compile_bundle", "golden_check"]
+
+# target -> precisions it can compile to
+SUPPORTED: dict[str, tuple[str, ...]] = {
+    "onnxruntime": ("fp32", "fp16", "int8"),
+    "openvino": ("fp32", "bf16", "fp16", "int8"),
+}
+# python packages each (target, precision) needs, and the pip extra that installs them
+_NEEDS: dict[str, tuple[tuple[str, ...], str]] = {
+    "onnxruntime": (("onnxruntime",), "onnxruntime"),
+    "openvino": (("openvino",), "edgeproto[openvino]"),
+    "openvino-int8": (("openvino", "nncf"), "edgeproto[openvino]"),
+}
+CALIBRATION_SEED = 0
+
+
+# --------------------------------------------------------------------------- calibration data
+
+
+class CalibrationImages:
+    """``n`` images of the recipe's train split, each a (1,3,S,S) float32 array, read lazily.
+
+    Re-iterable (NNCF walks the data more than once) and sized. The images are a seeded random
+    sample (seed 0) of the split, in dataset order, so a split sorted by class is still covered.
+    """
+
+    def __init__(self, data_config: dict, n: int, *, progress: bool = True, label: str = "calibration") -> None:
+        from edgeproto.data import build_dataset
+
+        try:
+            self.dataset = build_dataset(data_config, "train")
+        except EdgeprotoError:
+            raise
+        except Exception as exc:  # a dataset that cannot be opened (files moved, ...)
+            raise EdgeprotoError(f"cannot open the recipe's train split for calibration: {exc}") from None
+        total = len(self.dataset)
+        if total == 0:
+            raise EdgeprotoError("the recipe's train split is empty: no calibration images for int8")
+        n = min(int(n), total)
+        rng = np.random.default_rng(CALIBRATION_SEED)
+        self.indices = sorted(int(i) for i in rng.choice(total, size=n, replace=False))
+        self.progress = progress
+        self.label = label
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def image(self, index: int) -> np.ndarray:
+        x = self.dataset[index][0]
+        x = x.numpy() if hasattr(x, "numpy") else np.asarray(x)
+        return np.ascontiguousarray(x, dtype=np.float32)[None]
+
+    def __iter__(self):
+        with _progress(self.progress, self.label, len(self)) as advance:
+            for i in self.indices:
+                yield self.image(i)
+                advance()
+
+    def record(self) -> dict:
+        return {"images": len(self), "split": "train", "selection": f"seeded random sample (seed {CALIBRATION_SEED})"}
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool, label: str, total: int):
+    """A rich progress bar (or nothing); yields the function that advances it by one."""
+    if not enabled:
+        yield lambda: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda: bar.advance(task)
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _check_request(target: str, precision: str, guard: str, calib) -> None:
+    if target not in TARGETS:
+        raise EdgeprotoError(f"unknown target {target!r}; known: {', '.join(TARGETS)}")
+    if target not in SUPPORTED:
+        raise EdgeprotoError(f"edgeproto cannot compile for {target!r} yet (compilable: {', '.join(SUPPORTED)})")
+    if precision not in PRECISIONS:
+        raise EdgeprotoError(f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}")
+    if precision not in SUPPORTED[target]:
+        why = {("onnxruntime", "bf16"): " (ONNX Runtime has no bf16 kernels for these ops on CPU; use fp16, "
+                                        "or target openvino, whose bf16 is an inference-precision hint)"}
+        raise EdgeprotoError(
+            f"precision {precision!r} is not supported by target {target!r}"
+            f"{why.get((target, precision), '')}; supported: {', '.join(SUPPORTED[target])}"
+        )
+    if guard not in GUARDS:
+        raise EdgeprotoError(f"unknown guard {guard!r}; known: {', '.join(GUARDS)}")
+    if isinstance(calib, bool) or not isinstance(calib, (int, np.integer)) or calib < 1:
+        raise EdgeprotoError(f"calib must be a whole number of images, at least 1 (got {calib!r})")
+    packages, extra = _NEEDS[f"{target}-{precision}" if f"{target}-{precision}" in _NEEDS else target]
+    missing = [p for p in packages if importlib.util.find_spec(p) is None]
+    if missing:
+        raise EdgeprotoError(
+            f"compiling for {target} {precision} needs {', '.join(missing)}, which is not installed: "
+            f"pip install '{extra}'"
+        )
+
+
+def _open(bundle_path) -> Bundle:
+    root = Path(bundle_path)
+    if root.suffix == ".zip" and root.is_file():
+        raise EdgeprotoError(f"{root} is a zipped bundle: extract it and compile the directory")
+    bundle = open_bundle(root)  # raises on a missing / corrupt / tampered bundle
+    for key in ("model", "golden", "explain", "data", "files"):
+        if key not in bundle.manifest:
+            raise EdgeprotoError(f"bundle {root}: manifest has no {key!r} entry (corrupt or too old)")
+    return bundle
+
+
+def golden_check(bundle: Bundle, runner) -> dict:
+    """Run the golden inputs through ``runner``: largest differences and top-1/top-5 prototype agreement."""
+    from edgeproto.eval.explanations import top_prototypes
+
+    golden = bundle.golden()
+    try:
+        out = runner.run(golden["image"])
+    except EdgeprotoError:
+        raise
+    except Exception as exc:
+        raise EdgeprotoError(f"the compiled model does not run the golden inputs: {exc}") from None
+    last = bundle.last_layer()
+    diffs = {}
+    for name in ("logits", "scores", "maps"):
+        if name not in out or out[name].shape != golden[name].shape:
+            raise EdgeprotoError(f"the compiled model's output {name!r} is missing or has the wrong shape")
+        diff = float(np.abs(out[name].astype(np.float64) - golden[name]).max()) if out[name].size else 0.0
+        diffs[name] = diff if np.isfinite(diff) else None  # None: inf/nan outputs (see "finite")
+    ref = top_prototypes(golden["logits"], golden["scores"], last, 5)
+    act = top_prototypes(out["logits"], out["scores"], last, 5)
+    k = ref.shape[1]
+    return {
+        "images": int(len(golden["image"])),
+        "max_abs": diffs,
+        "finite": bool(all(np.isfinite(out[n]).all() for n in ("logits", "scores", "maps"))),
+        "top1_prototype_agreement": float((ref[:, 0] == act[:, 0]).mean()),
+        "top5_prototype_overlap": float(np.mean([len(set(a) & set(b)) / k for a, b in zip(ref, act)])),
+        "class_agreement": float((golden["logits"].argmax(1) == out["logits"].argmax(1)).mean()),
+    }
+
+
+# --------------------------------------------------------------------------- install
+
+
+def _staging_parent(root: Path) -> Path:
+    """Where to build: beside the bundle (same filesystem, invisible to its integrity check);
+    inside it only when the parent is not writable or is another filesystem."""
+    parent = root.resolve().parent
+    try:
+        if os.access(parent, os.W_OK) and parent.stat().st_dev == root.stat().st_dev:
+            return parent
+    except OSError:
+        pass
+    return root
+
+
+def _install(bundle: Bundle, key: str, built: Path, entry: dict) -> dict:
+    """Move ``built`` to ``compiled/<key>`` and rewrite the manifest; restore everything on failure."""
+    root = bundle.root
+    compiled = root / "compiled"
+    dest = compiled / key
+    manifest_path = root / MANIFEST
+    old_text = manifest_path.read_text()
+    # re-read: another compile may have finished since we opened the bundle
+    manifest = json.loads(old_text)
+    prefix = f"compiled/{key}/"
+    files = {k: v for k, v in manifest.get("files", {}).items() if not k.startswith(prefix)}
+    new_files = {
+        (Path("compiled") / key / p.relative_to(built)).as_posix(): sha256_file(p)
+        for p in sorted(built.rglob("*")) if p.is_file()
+    }
+    entry["files"] = sorted(new_files)
+    files.update(new_files)
+    manifest["files"] = dict(sorted(files.items()))
+    manifest.setdefault("compiled", {})[key] = entry
+
+    made_compiled = not compiled.exists()
+    old = built.parent / "previous"
+    moved_old = moved_new = False
+    try:
+        compiled.mkdir(exist_ok=True)
+        if dest.exists():
+            os.replace(dest, old)
+            moved_old = True
+        os.replace(built, dest)
+        moved_new = True
+        atomic_files.write_text(manifest_path, json.dumps(manifest, indent=2))
+        open_bundle(root)
+    except (OSError, EdgeprotoError) as exc:
+        with contextlib.suppress(OSError, EdgeprotoError):
+            atomic_files.write_text(manifest_path, old_text)
+        if moved_new:
+            shutil.rmtree(dest, ignore_errors=True)
+        if moved_old:
+            with contextlib.suppress(OSError):
+                os.replace(old, dest)
+        if made_compiled:
+            with contextlib.suppress(OSError):
+                compiled.rmdir()
+        if isinstance(exc, EdgeprotoError):
+            raise EdgeprotoError(f"compiled artifact not installed, bundle left as it was: {exc}") from None
+        raise EdgeprotoError(f"cannot write {dest}: {exc.strerror or exc}") from None
+    return entry
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def compile_bundle(
+    bundle_path: str | Path,
+    *,
+    target: str,
+    precision: str = "fp32",
+    guard: str = "prototypes",
+    calib: int = 64,
+    device: str | None = None,
+    progress: bool = True,
+) -> dict:
+    """Compile the bundle's model for ``target`` at ``precision``; return the manifest entry.
+
+    ``guard="prototypes"`` keeps the prototype subgraph fp32 (see the module docstring);
+    ``calib``: how many train-split images calibrate int8; ``device``: where the compiled
+    artifact is test-run on the golden inputs (the runtime's default when None). Re-compiling
+    the same (target, precision, guard) replaces the artifact. Raises ``EdgeprotoError`` (and
+    leaves the bundle unchanged) on a bad request, a missing runtime, a corrupt bundle, an
+    empty train split, or an artifact that does not run.
+    """
+    _check_request(target, precision, guard, calib)
+    bundle = _open(bundle_path)
+    key = artifact_key(target, precision, guard)
+    calibration = None
+    if precision == "int8":
+        calibration = CalibrationImages(bundle.manifest["data"], int(calib), progress=progress)
+
+    if target == "onnxruntime":
+        from edgeproto.export import compile_onnxruntime as backend
+    else:
+        from edgeproto.export import compile_openvino as backend
+
+    stage = Path(tempfile.mkdtemp(prefix=f".{bundle.root.name}.compile-{key}.", dir=_staging_parent(bundle.root)))
+    try:
+        built = stage / key
+        built.mkdir()
+        entry = {"target": target, "precision": precision, "guard": guard}
+        entry.update(backend.build(bundle, built, precision=precision, guard=guard, calibration=calibration,
+                                   progress=progress))
+        if calibration is not None:
+            entry["calibration"] = calibration.record()
+        runner = backend.runner(built / Path(entry["model"]).name, entry, device=device)
+        entry["check"] = golden_check(bundle, runner)
+        entry["runtime"] = {"name": runner.name, "version": runner.version, "device": runner.device}
+        del runner
+        entry["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        return _install(bundle, key, built, entry)
+    except OSError as exc:
+        raise EdgeprotoError(f"cannot compile {bundle.root} ({key}): {exc.strerror or exc}") from None
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
