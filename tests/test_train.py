@@ -63,14 +63,19 @@ def test_checkpoint_contents_and_info(trained):
 
 
 def test_training_learns(tmp_path):
-    """A few epochs on a 2-class task already beat chance clearly (the real targets are in the notes)."""
-    raw = json.loads(json.dumps(TINY_RECIPE))
-    raw["data"].update({"num_classes": 2, "train_size": 256, "test_size": 128, "image_size": 32})
-    raw["model"]["prototypes"]["family"] = "l2_log"
-    raw["train"].update({"joint_epochs": 6, "last_layer_epochs": 5})
+    """Ten digit classes after a few seconds of training: far above chance (0.1). The full recipes'
+    accuracies (≥ 95 %) are measured by `make demo` and recorded in the model cards."""
+    raw = {
+        "name": "learns",
+        "data": {"name": "digits", "image_size": 16},
+        "model": {"backbone": {"name": "small_cnn", "width": 16, "stages": 1},
+                  "prototypes": {"family": "l2_log", "per_class": 1, "dim": 16}},
+        "train": {"batch_size": 32, "warm_epochs": 0, "joint_epochs": 5, "last_layer_epochs": 5,
+                  "lr": {"backbone": 3e-3, "add_on": 3e-3, "prototypes": 3e-3, "last_layer": 5e-3}},
+    }
     result = run_cli("train", "--recipe", write_recipe(tmp_path / "r.yaml", raw), "--out", tmp_path / "o", "--json")
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["metrics"]["test_accuracy"] >= 0.75
+    assert json.loads(result.stdout)["metrics"]["test_accuracy"] >= 0.4
 
 
 def test_resume_after_kill(tmp_path):
@@ -114,7 +119,9 @@ def test_torchrun_two_processes(tmp_path):
         (lambda r: r["train"].update(epochs=3), "unknown recipe key(s) train.epochs"),
         (lambda r: r["data"].update(colour="red"), "colour"),
         (lambda r: r["data"].update(name="imagenet"), "imagenet"),
-        (lambda r: r["data"].update(image_size=6), "smaller than the backbone's stride"),
+        (lambda r: r["data"].update(image_size=6), "image_size"),
+        (lambda r: r["model"]["backbone"].update(stages=6), "smaller than the backbone's stride 64"),
+        (lambda r: r["model"]["backbone"].update(depth=50), "depth"),
         (lambda r: r.update(data={"name": "folder", "root": "/nonexistent/folder"}), "/nonexistent/folder"),
     ],
 )

@@ -31,8 +31,10 @@ def _display_size(size: int) -> int:
     return size * max(1, -(-PANEL_PX // size))
 
 
-def heatmap_overlay(raw: np.ndarray, map2d: np.ndarray, side: int, alpha: float = ALPHA) -> np.ndarray:
-    """uint8 (side, side, 3): the raw (S,S,3) image enlarged, with the map's jet heatmap blended in."""
+def heatmap_overlay(raw: np.ndarray, map2d: np.ndarray, side: int, alpha: float | None = None) -> np.ndarray:
+    """uint8 (side, side, 3): the raw (S,S,3) image enlarged, with the map's jet heatmap blended in
+    (opacity ``alpha``, :data:`ALPHA` by default; the map is min-max normalised)."""
+    alpha = ALPHA if alpha is None else alpha
     from matplotlib import colormaps
 
     img = np.asarray(Image.fromarray(raw).resize((side, side), Image.Resampling.BICUBIC), dtype=np.float64) / 255
@@ -95,9 +97,11 @@ def render_explanation(bundle: Bundle | str | Path, image_path: str | Path, expl
         ax_in, ax_pt, ax_tx = (fig.add_subplot(gs[r, c]) for c in range(3))
         ax_in.imshow(heatmap_overlay(raw, np.asarray(p["map"], dtype=np.float64), side), interpolation="nearest")
         x0, y0, x1, y1 = (v * scale for v in p["box"])
-        ax_in.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, lw=2.5, ec=BOX_COLOR))
+        inset = 1.5  # keep the whole line inside the box (and visible at the image border)
+        ax_in.add_patch(Rectangle((x0 - 0.5 + inset, y0 - 0.5 + inset), x1 - x0 - 2 * inset, y1 - y0 - 2 * inset,
+                                  fill=False, lw=2.5, ec=BOX_COLOR, clip_on=False))
         ax, ay = (v * scale + scale / 2 - 0.5 for v in p["argmax"])
-        ax_in.plot([ax], [ay], marker="+", ms=12, mew=2, color="white")
+        ax_in.plot([ax], [ay], marker="+", ms=12, mew=2, color="white", clip_on=False)
         ax_in.set_xlim(-0.5, side - 0.5)
         ax_in.set_ylim(side - 0.5, -0.5)
 
@@ -134,6 +138,8 @@ def render_explanation(bundle: Bundle | str | Path, image_path: str | Path, expl
         ]
         if p.get("source_image") is not None:
             lines.append(f"source             train image {p['source_image']}")
+        if p["contribution"] < 0:
+            lines.append(f"(evidence against {pred['class_name']})")
         ax_tx.text(0.02, 0.55, "\n".join(lines), fontsize=10, family="monospace", linespacing=1.5,
                    transform=ax_tx.transAxes, va="top")
 

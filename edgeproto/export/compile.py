@@ -104,8 +104,24 @@ class CalibrationImages:
                 yield self.image(i)
                 advance()
 
+    def quiet(self) -> "_Quiet":
+        """The same images without a progress bar (for tools that draw their own)."""
+        return _Quiet(self)
+
     def record(self) -> dict:
         return {"images": len(self), "split": "train", "selection": f"seeded random sample (seed {CALIBRATION_SEED})"}
+
+
+class _Quiet:
+    def __init__(self, images: CalibrationImages) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __iter__(self):
+        for i in self.images.indices:
+            yield self.images.image(i)
 
 
 @contextlib.contextmanager

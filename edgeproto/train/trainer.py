@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -205,7 +206,9 @@ class Trainer:
             opt_state, self.prototypes = state["optimizer"], state["prototypes"]
             self.metrics, self.elapsed = state["metrics"], state["elapsed"]
             torch.set_rng_state(state["rng"])
-            self.console.print(f"resuming {self.out} at stage {STAGES[min(start_stage, 3)]}, epoch {start_epoch}")
+            if self.dist.is_main:  # said even with --quiet: the user should know the run was continued
+                print(f"resuming {self.out} at stage {STAGES[min(start_stage, 3)]}, epoch {start_epoch}",
+                      file=sys.stderr)
         total = sum(self.epochs[s] * (len(self.images) if s != "push" else len(self.images)) for s in STAGES)
         done = sum(self.epochs[s] * len(self.images) for s in STAGES[:start_stage]) + start_epoch * len(self.images)
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
