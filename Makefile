@@ -23,7 +23,13 @@ demo: $(STAMP)
 	$(EP) info $(RUN)/checkpoint --json > $(RUN)/train-report.json.tmp && mv $(RUN)/train-report.json.tmp $(RUN)/train-report.json
 	@echo "demo done: checkpoint $(RUN)/checkpoint, bundle $(RUN)/bundle (manifest.json has the export check), report $(RUN)/train-report.json"
 
+# The remote-bench tests start a real OpenSSH server on 127.0.0.1 (Debian's openssh-server).
+SSHD_PKG := $(shell test -x /usr/sbin/sshd || echo missing)
+
 test: $(STAMP)
+ifeq ($(SSHD_PKG),missing)
+	-(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server openssh-client) >/dev/null 2>&1 || echo "note: could not install openssh-server; remote-bench tests will skip"
+endif
 	$(PY) -m pytest -q tests
 
 clean:

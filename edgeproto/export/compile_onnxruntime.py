@@ -287,7 +287,15 @@ def _fp32(bundle: Bundle, out: Path) -> onnx.ModelProto:
                              providers=["CPUExecutionProvider"])
     except Exception as exc:
         raise EdgeprotoError(f"ONNX Runtime cannot optimise the bundle's model: {exc}") from None
-    return onnx.load(out)
+    model = onnx.load(out)
+    # ONNX Runtime declares every domain it knows (com.microsoft.nchwc, ...); keep the used ones
+    used = {n.domain for n in model.graph.node} | {f.domain for f in model.functions} | {""}
+    used |= {n.domain for f in model.functions for n in f.node}
+    keep = [i for i in model.opset_import if i.domain in used or (i.domain == "ai.onnx" and "" in used)]
+    del model.opset_import[:]
+    model.opset_import.extend(keep)
+    onnx.save(model, out)
+    return model
 
 
 def _fp16(model: onnx.ModelProto, guarded: list[str] | None) -> onnx.ModelProto:
