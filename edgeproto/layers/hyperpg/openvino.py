@@ -12,16 +12,14 @@ import math
 import numpy as np
 import openvino.opset13 as ops
 
+from edgeproto.layers.openvino_graph import axes, const_like
+
 from edgeproto.layers.cosine.openvino import normalized_cosine
 from edgeproto.layers.hyperpg import FAMILY
 
 EXTENSION_OP_TYPE = FAMILY.op_type  # "HyperPgLikelihood"
 LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 
-
-def _const_like(value, like):
-    """A scalar constant of ``like``'s element type."""
-    return ops.convert_like(ops.constant(np.float32(value)), like)
 
 
 def convert(node_context) -> list:
@@ -33,6 +31,6 @@ def convert(node_context) -> list:
     ls = ops.unsqueeze(log_sigma, mhw)
     sigma = ops.exp(ls)
     d = ops.subtract(cos, ops.unsqueeze(mu, mhw))
-    quad = ops.divide(ops.multiply(d, d), ops.multiply(ops.multiply(_const_like(2.0, z), sigma), sigma))
-    norm = ops.add(ls, _const_like(LOG_SQRT_2PI, z))
+    quad = ops.divide(ops.multiply(d, d), ops.multiply(ops.multiply(const_like(2.0, z), sigma), sigma))
+    norm = ops.add(ls, const_like(LOG_SQRT_2PI, z))
     return ops.subtract(ops.negative(quad), norm).outputs()

@@ -9,21 +9,15 @@ OpenVINO ops here with the same formula as ``onnx_function.py``, in the direct-d
 
 from __future__ import annotations
 
-import numpy as np
 import openvino.opset13 as ops
+
+from edgeproto.layers.openvino_graph import axes, const_like
 
 from edgeproto.layers.l2_log import FAMILY
 
 EXTENSION_OP_TYPE = FAMILY.op_type  # "L2LogSimilarity"
 
 
-def _const_like(value, like):
-    """A scalar constant of ``like``'s element type."""
-    return ops.convert_like(ops.constant(np.float32(value)), like)
-
-
-def _axes(*axes: int):
-    return ops.constant(np.array(axes, dtype=np.int64))
 
 
 def convert(node_context) -> list:
@@ -31,9 +25,9 @@ def convert(node_context) -> list:
     z = node_context.get_input(0)
     prototypes = node_context.get_input(1)
     epsilon = float(node_context.get_attribute("epsilon", float(FAMILY.attrs["epsilon"])))
-    zz = ops.unsqueeze(z, _axes(1))  # (B,1,D,H,W)
-    pp = ops.unsqueeze(prototypes, _axes(0, 3, 4))  # (1,M,D,1,1)
+    zz = ops.unsqueeze(z, axes(1))  # (B,1,D,H,W)
+    pp = ops.unsqueeze(prototypes, axes(0, 3, 4))  # (1,M,D,1,1)
     diff = ops.subtract(zz, pp)
-    d = ops.reduce_sum(ops.multiply(diff, diff), _axes(2), keep_dims=False)  # (B,M,H,W)
-    sim = ops.log(ops.divide(ops.add(d, _const_like(1.0, d)), ops.add(d, _const_like(epsilon, d))))
+    d = ops.reduce_sum(ops.multiply(diff, diff), axes(2), keep_dims=False)  # (B,M,H,W)
+    sim = ops.log(ops.divide(ops.add(d, const_like(1.0, d)), ops.add(d, const_like(epsilon, d))))
     return sim.outputs()
