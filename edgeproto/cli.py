@@ -138,6 +138,34 @@ def verify(bundle: str, target: str, precision: str, guard: str, device: str | N
     sys.exit(run_verify(bundle, target, precision, guard, device, atol, rtol, as_json))
 
 
+@cli.command()
+@click.argument("bundle", type=click.Path())
+@click.option("--target", default="onnxruntime", show_default=True,
+              help="onnxruntime | openvino | tensorrt | torch | jetson")
+@PRECISION
+@GUARD
+@click.option("--batches", default="1", show_default=True, help="comma-separated batch sizes, e.g. 1,8,32")
+@click.option("--threads", type=int, default=0, show_default=True, help="0: the runtime's default")
+@click.option("--min-queries", type=int, default=100, show_default=True)
+@click.option("--min-seconds", type=float, default=2.0, show_default=True)
+@click.option("--compare", type=click.Choice(["torch"]), default=None, help="also time the PyTorch reference")
+@DEVICE
+@click.option("--host", default=None, help="USER@HOST: bench on a board over SSH")
+@click.option("--port", type=int, default=None, help="SSH port (default: your ssh config)")
+@click.option("--identity", type=click.Path(dir_okay=False), default=None, help="SSH private key")
+@click.option("--remote-python", default="python3", show_default=True, help="Python with edgeproto on the board")
+@click.option("--known-hosts", type=click.Path(dir_okay=False), default=None,
+              help="known_hosts file to check the board's host key against")
+@click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
+def bench(bundle, target, precision, guard, batches, threads, min_queries, min_seconds, compare, device, host,
+          port, identity, remote_python, known_hosts, as_json) -> None:
+    """Single-stream latency (p50/p90/p99), throughput, memory (and power on a Jetson) of a bundle."""
+    from edgeproto.eval.bench_cli import run_bench
+
+    sys.exit(run_bench(bundle, target, precision, guard, batches, threads, min_queries, min_seconds, compare,
+                       device, host, port, identity, remote_python, known_hosts, as_json))
+
+
 def _show(summary: dict, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(summary, indent=2))
