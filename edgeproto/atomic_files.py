@@ -12,6 +12,10 @@ from typing import Iterator
 from edgeproto.errors import EdgeprotoError
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 def _os_error(path: Path, exc: OSError) -> EdgeprotoError:
     return EdgeprotoError(f"cannot write {path}: {exc.strerror or exc}")
 
@@ -23,6 +27,7 @@ def write_bytes(path: str | Path, data: bytes) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the user's usual mode
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

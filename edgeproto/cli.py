@@ -166,6 +166,31 @@ def bench(bundle, target, precision, guard, batches, threads, min_queries, min_s
                        device, host, port, identity, remote_python, known_hosts, as_json))
 
 
+@cli.command()
+@click.argument("bundle", type=click.Path())
+@click.option("--target", default="onnxruntime", show_default=True, help="onnxruntime | openvino")
+@PRECISION
+@GUARD
+@DEVICE
+@click.option("--data", type=click.Path(dir_okay=False), default=None,
+              help="dataset config or recipe YAML (default: the bundle's recipe data)")
+@click.option("--split", default="test", show_default=True, help="dataset split")
+@click.option("--limit", type=int, default=None, help="first N images only")
+@click.option("--thresholds", type=click.Path(dir_okay=False), default=None, help="YAML/JSON overriding thresholds")
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="write report.json + report.html here")
+@click.option("--sweep", is_flag=True, help="fp32, fp16/bf16, int8 with and without the guard, in one table")
+@click.option("--targets", default=None, help="with --sweep: comma-separated targets (default: --target)")
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+def validate(bundle, target, precision, guard, device, data, split, limit, thresholds, out, sweep, targets,
+             as_json) -> None:
+    """Accuracy, parity and explanation fidelity vs the PyTorch reference; exit 1 when a threshold fails."""
+    from edgeproto.eval.validate_cli import run_validate
+
+    sys.exit(run_validate(bundle, target=target, precision=precision, guard=guard, data=data, split=split,
+                          limit=limit, thresholds=thresholds, out=out, sweep=sweep, targets=targets,
+                          device=device, as_json=as_json))
+
+
 def _show(summary: dict, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(summary, indent=2))

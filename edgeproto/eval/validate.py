@@ -1,0 +1,649 @@
+"""``edgeproto validate``: does the deployed artifact predict *and explain* like the PyTorch reference?
+
+Host-side (this module imports torch lazily, for the reference). :func:`validate_bundle` runs the
+bundle's source checkpoint in PyTorch and the artifact for (target, precision, guard) on the same
+dataset images, in batches, and reports:
+
+- accuracy of both sides and their prediction agreement;
+- numerical parity of ``logits``, ``scores``, ``maps`` (:func:`edgeproto.eval.parity.tensor_diff` over
+  all images);
+- explanation fidelity (:mod:`edgeproto.eval.fidelity`: top-1 prototype agreement, top-k overlap,
+  Kendall τ, map Pearson / IoU / argmax agreement) and the images whose explanations differ most;
+- where the data has part masks, localization (:mod:`edgeproto.eval.localization`: pointing game,
+  consistency, stability under N(0, 0.2²) input noise) of both sides, side by side;
+- a verdict per threshold (:mod:`edgeproto.eval.thresholds`), versions, CPU and threads.
+
+:func:`sweep` does this for every precision of every target (compiling missing artifacts with
+:func:`edgeproto.export.compile.compile_bundle`) plus batch-1 latency, in one table. The PyTorch
+reference is computed once and shared by all rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import os
+import platform
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from edgeproto.bundle import Bundle, open_bundle, sha256_file
+from edgeproto.data.preprocess import to_input
+from edgeproto.errors import EdgeprotoError
+from edgeproto.eval import fidelity as fid
+from edgeproto.eval.explain import as_bundle, high_activation_box, runtime_info, upsample_map
+from edgeproto.eval.explanations import contributions, top_prototypes
+from edgeproto.eval.localization import STABILITY_NOISE_STD, LocalizationAccumulator, noisy_inputs
+from edgeproto.eval.parity import compare_outputs
+from edgeproto.eval.thresholds import evaluate, resolve_thresholds
+from edgeproto.eval.verify import _run_batches, _static_batch
+
+OUTPUTS = ("logits", "scores", "maps")
+FIGURE_NAMES = {  # threshold name -> fidelity summary key
+    "prediction_agreement": "prediction",
+    "top1_prototype_agreement": "top1",
+    "topk_overlap": "topk_overlap",
+    "kendall_tau": "kendall_tau",
+    "map_pearson": "map_pearson",
+    "map_iou": "map_iou",
+    "argmax_agreement": "argmax",
+}
+# what sweep() runs per target: (precision, guard)
+SWEEP_CONFIGS: dict[str, tuple[tuple[str, str], ...]] = {
+    "onnxruntime": (("fp32", "prototypes"), ("fp16", "prototypes"), ("int8", "prototypes"), ("int8", "none")),
+    "openvino": (("fp32", "prototypes"), ("bf16", "prototypes"), ("int8", "prototypes"), ("int8", "none")),
+}
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def load_data_config(data, bundle: Bundle) -> dict:
+    """The dataset config: the bundle's own (``data=None``), a mapping, or a YAML/JSON file holding
+    either a dataset config (``name: ...``) or a whole recipe (its ``data:`` section)."""
+    if data is None:
+        cfg = bundle.manifest.get("data")
+        if not isinstance(cfg, Mapping):
+            raise EdgeprotoError(f"bundle {bundle.root}: manifest has no dataset config; pass a data config file")
+        return dict(cfg)
+    if isinstance(data, Mapping):
+        raw, where = data, "data config"
+    else:
+        import yaml
+
+        path = Path(data)
+        if not path.is_file():
+            raise EdgeprotoError(f"data config file not found: {path}")
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise EdgeprotoError(f"data config file {path} is unreadable: {exc}") from None
+        where = str(path)
+    if isinstance(raw, Mapping) and isinstance(raw.get("data"), Mapping):
+        raw = raw["data"]  # a recipe (dataset configs have no 'data' key): use its data section
+    if not isinstance(raw, Mapping):
+        raise EdgeprotoError(f"{where} must be a mapping with a dataset 'name' (or a recipe with a 'data' section)")
+    return dict(raw)
+
+
+def _open_split(config: dict, split: str, bundle: Bundle):
+    from edgeproto.data import build_dataset
+
+    try:
+        ds = build_dataset(config, split)
+    except EdgeprotoError:
+        raise
+    except Exception as exc:  # noqa: BLE001 -- a dataset that cannot be opened (files moved, ...)
+        raise EdgeprotoError(f"cannot open the {split} split of dataset {config.get('name')!r}: {exc}") from None
+    if len(ds) == 0:
+        raise EdgeprotoError(f"the {split} split of dataset {config.get('name')!r} is empty: nothing to validate")
+    classes = list(bundle.classes)
+    if ds.num_classes != len(classes):
+        raise EdgeprotoError(
+            f"the dataset has {ds.num_classes} classes but the bundle's model has {len(classes)} "
+            f"({', '.join(classes)}): this {split} split belongs to another model; pass the matching data config"
+        )
+    if list(ds.classes) != classes:
+        raise EdgeprotoError(
+            f"the dataset's classes {list(ds.classes)} differ from the bundle's {classes}: labels would be "
+            "compared with the wrong classes"
+        )
+    size = int(bundle.manifest["preprocess"]["image_size"])
+    if int(ds.image_size) != size:
+        raise EdgeprotoError(f"the dataset's image_size is {ds.image_size} but the model takes {size}×{size} "
+                             f"inputs: set image_size: {size} in the data config")
+    return ds
+
+
+def select_indices(n: int, limit: int | None) -> np.ndarray:
+    """All ``n`` images, or ``limit`` of them evenly spaced over the split (every class is covered
+    even when the split is sorted by class)."""
+    if limit is None or limit >= n:
+        return np.arange(n, dtype=np.int64)
+    return np.unique(np.linspace(0, n - 1, int(limit)).round().astype(np.int64))
+
+
+def _check_positive(name: str, value, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise EdgeprotoError(f"{name} must be a whole number of at least 1, got {value!r}")
+
+
+# --------------------------------------------------------------------------- the reference
+
+
+class _Reference:
+    """The bundle's source checkpoint in PyTorch (CPU, eval mode, no grad)."""
+
+    def __init__(self, bundle: Bundle, checkpoint: str | Path | None) -> None:
+        src = bundle.manifest.get("source", {})
+        path = Path(checkpoint) if checkpoint is not None else Path(src.get("checkpoint", ""))
+        if not str(src.get("checkpoint", "")) and checkpoint is None:
+            raise EdgeprotoError(f"bundle {bundle.root}: manifest names no source checkpoint; pass checkpoint=")
+        if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
+            raise EdgeprotoError(
+                f"the bundle's PyTorch reference checkpoint {path} is missing or incomplete (moved or deleted?): "
+                "validate compares the deployed model with it; restore it there or give its new location"
+            )
+        digest = src.get("weights_sha256")
+        if digest and sha256_file(path / "model.safetensors") != digest:
+            raise EdgeprotoError(
+                f"checkpoint {path} is not the one this bundle was exported from (model.safetensors sha256 "
+                "differs from the manifest's source.weights_sha256): re-export the bundle"
+            )
+        import torch
+
+        from edgeproto.train.checkpoint import load_checkpoint
+
+        self.torch = torch
+        self.model, self.config = load_checkpoint(path)
+        self.path = path
+
+    def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        with self.torch.no_grad():
+            out = self.model(self.torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)))
+        return {k: out[k].numpy() for k in OUTPUTS}
+
+
+@dataclass
+class _Context:
+    bundle: Bundle
+    data_config: dict
+    split: str
+    ds: object
+    ids: np.ndarray
+    labels: np.ndarray
+    size: int
+    batch: int
+    k: int
+    seed: int
+    noise_std: float
+    has_parts: bool
+    reference: _Reference
+    progress: bool
+    limit: int | None
+    ref_out: dict = field(default_factory=dict)
+    ref_loc: dict | None = None
+    ref_seconds: float = 0.0
+
+    def inputs(self, ids: Sequence[int]) -> np.ndarray:
+        pre = self.bundle.manifest["preprocess"]
+        return np.stack([to_input(self.ds.source_image(int(i)), self.size, pre["mean"], pre["std"]) for i in ids])
+
+    def batches(self):
+        for start in range(0, len(self.ids), self.batch):
+            yield start, self.ids[start: start + self.batch]
+
+    def masks(self, ids: Sequence[int]) -> list:
+        return [self.ds.part_masks(int(i)) for i in ids]
+
+    def prototype_classes(self) -> np.ndarray:
+        return np.asarray([int(p["class"]) for p in self.bundle.prototypes], dtype=np.int64)
+
+
+@contextlib.contextmanager
+def _bar(enabled: bool, label: str, total: int):
+    """A transient rich progress bar on stderr (stdout stays clean for --json); yields advance(n)."""
+    if not enabled:
+        yield lambda n=1: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n=1: bar.advance(task, n)
+
+
+def _prepare(bundle, *, data, split, limit, batch, checkpoint, k, seed, noise_std, progress) -> _Context:
+    _check_positive("limit", limit, allow_none=True)
+    _check_positive("batch", batch)
+    _check_positive("k", k)
+    bundle = as_bundle(bundle)
+    config = load_data_config(data, bundle)
+    ds = _open_split(config, split, bundle)
+    reference = _Reference(bundle, checkpoint)
+    ids = select_indices(len(ds), limit)
+    size = int(bundle.manifest["preprocess"]["image_size"])
+    has_parts = ds.part_masks(int(ids[0])) is not None
+    return _Context(bundle=bundle, data_config=config, split=split, ds=ds, ids=ids,
+                    labels=np.asarray(ds.labels)[ids].astype(np.int64), size=size, batch=int(batch), k=int(k),
+                    seed=int(seed), noise_std=float(noise_std), has_parts=has_parts, reference=reference,
+                    progress=progress, limit=limit)
+
+
+def _reference_pass(ctx: _Context) -> None:
+    """Run the reference on every selected image (and its noisy copy when there are parts)."""
+    t0 = time.perf_counter()
+    last = ctx.bundle.last_layer()
+    acc = LocalizationAccumulator(ctx.prototype_classes(), ctx.size, part_names=ctx.ds.part_names) \
+        if ctx.has_parts else None
+    parts: list[dict] = []
+    with _bar(ctx.progress, "reference (PyTorch)", len(ctx.ids)) as advance:
+        for start, ids in ctx.batches():
+            x = ctx.inputs(ids)
+            out = ctx.reference.run(x)
+            parts.append(out)
+            if acc is not None:
+                noisy = ctx.reference.run(noisy_inputs(x, ids, ctx.noise_std, ctx.seed))["maps"]
+                top1 = top_prototypes(out["logits"], out["scores"], last, 1)[:, 0]
+                acc.add(out["maps"], ctx.masks(ids), ctx.labels[start: start + len(ids)], top1, noisy, ids)
+            advance(len(ids))
+    ctx.ref_out = {k: np.concatenate([p[k] for p in parts]) for k in OUTPUTS}
+    ctx.ref_loc = acc.result() if acc is not None else None
+    ctx.ref_seconds = time.perf_counter() - t0
+
+
+# --------------------------------------------------------------------------- environment
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (``platform.processor()`` elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("model name", "hardware", "cpu model")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(runner=None, target: str | None = None, threads: int = 0) -> dict:
+    """Versions, CPU and threads, so a report says what produced its numbers."""
+    import torch
+
+    env = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "versions": {p: _version(p) for p in ("edgeproto", "numpy", "torch", "onnx", "onnxruntime", "openvino",
+                                              "nncf")},
+        "threads": {"torch": torch.get_num_threads(),
+                    "runtime": int(threads) if threads else "runtime default"},
+    }
+    if runner is not None:
+        env["runtime"] = runtime_info(runner, target)
+    return env
+
+
+# --------------------------------------------------------------------------- one target
+
+
+def _artifact(bundle: Bundle, target: str, precision: str, guard: str) -> str:
+    from edgeproto.runtimes import artifact_key
+
+    key = artifact_key(target, precision, guard)
+    entry = bundle.manifest.get("compiled", {}).get(key)
+    return entry["model"] if entry else bundle.manifest["model"]["file"]
+
+
+def _side(out: dict, pos: int, last: np.ndarray, size: int, classes: list[str], protos: list[dict]) -> dict:
+    """One side (reference or target) of an example: prediction and its top prototypes."""
+    logits, scores, maps = out["logits"][pos: pos + 1], out["scores"][pos: pos + 1], out["maps"][pos]
+    clean = np.where(np.isnan(logits), -np.inf, logits)
+    pred = int(clean[0].argmax())
+    contrib = contributions(clean, scores, last)[0]
+    top = []
+    for rank, j in enumerate(top_prototypes(clean, np.nan_to_num(scores, nan=-np.inf), last, 3)[0].tolist(), 1):
+        m = np.asarray(maps[j], dtype=np.float64)
+        finite = bool(np.isfinite(m).all())
+        rec = {"rank": rank, "prototype": int(j), "class": int(protos[j]["class"]) if j < len(protos) else -1,
+               "score": float(scores[0, j]), "contribution": float(contrib[j]), "finite": finite,
+               "patch_png": protos[j].get("patch_png") if j < len(protos) else None}
+        if finite:
+            up = upsample_map(m, size)
+            y, x = np.unravel_index(int(up.argmax()), up.shape)
+            rec.update(map=m.round(6).tolist(), argmax=[int(x), int(y)], box=high_activation_box(up))
+        top.append(rec)
+    return {"pred": pred, "pred_name": classes[pred] if 0 <= pred < len(classes) else str(pred), "top": top}
+
+
+def _examples(ctx: _Context, act_out: dict, values: dict, worst: list[dict], samples: int) -> list[dict]:
+    last = ctx.bundle.last_layer()
+    classes, protos = list(ctx.bundle.classes), ctx.bundle.prototypes
+    n = len(ctx.ids)
+    chosen: dict[int, list[str]] = {}
+    if samples > 0:
+        for pos in np.unique(np.linspace(0, n - 1, min(samples, n)).round().astype(int)).tolist():
+            chosen.setdefault(pos, []).append("sample")
+    for w in worst:
+        chosen.setdefault(w["position"], []).append("worst")
+    out = []
+    for pos, kinds in chosen.items():
+        img_id = int(ctx.ids[pos])
+        label = int(ctx.labels[pos])
+        out.append({
+            "id": img_id, "position": pos, "kind": kinds, "label": label, "label_name": classes[label],
+            "reference": _side(ctx.ref_out, pos, last, ctx.size, classes, protos),
+            "target": _side(act_out, pos, last, ctx.size, classes, protos),
+            "fidelity": {key: (bool(values[key][pos]) if values[key].dtype == bool else float(values[key][pos]))
+                         for key in ("prediction", "top1", "topk_overlap", "kendall_tau", "map_pearson",
+                                     "map_iou", "argmax")},
+            "_raw": ctx.ds.raw_image(img_id),
+        })
+    return out
+
+
+def _evaluate(ctx: _Context, runner, *, target: str, precision: str, guard: str, limits: dict,
+              device: str | None, threads: int, samples: int, n_worst: int) -> dict:
+    """Run ``runner`` on the context's images and compare with the (already computed) reference."""
+    t0 = time.perf_counter()
+    last = ctx.bundle.last_layer()
+    acc = LocalizationAccumulator(ctx.prototype_classes(), ctx.size, part_names=ctx.ds.part_names) \
+        if ctx.has_parts else None
+    parts, fid_parts = [], []
+    label = f"{target} {precision}" + ("" if guard == "prototypes" else " (no guard)")
+    with _bar(ctx.progress, label, len(ctx.ids)) as advance:
+        for start, ids in ctx.batches():
+            x = ctx.inputs(ids)
+            out = _run_batches(runner, x, target)
+            for name in OUTPUTS:
+                if out[name].shape != ctx.ref_out[name][start: start + len(ids)].shape:
+                    raise EdgeprotoError(
+                        f"{target} output {name} has shape {list(out[name].shape)}, the PyTorch reference "
+                        f"{list(ctx.ref_out[name][start: start + len(ids)].shape)}: the artifact does not belong "
+                        "to this bundle's checkpoint"
+                    )
+            out = {k: out[k] for k in OUTPUTS}
+            parts.append(out)
+            ref = {k: v[start: start + len(ids)] for k, v in ctx.ref_out.items()}
+            fid_parts.append(fid.per_image(ref, out, last, k=ctx.k, size=ctx.size))
+            if acc is not None:
+                noisy = _run_batches(runner, noisy_inputs(x, ids, ctx.noise_std, ctx.seed), target)["maps"]
+                acc.add(out["maps"], ctx.masks(ids), ctx.labels[start: start + len(ids)],
+                        fid_parts[-1]["act_top1"], noisy, ids)
+            advance(len(ids))
+    act_out = {k: np.concatenate([p[k] for p in parts]) for k in OUTPUTS}
+    values = fid.concat(fid_parts)
+    summary = fid.summarize(values, ctx.k)
+    parity = compare_outputs(ctx.ref_out, act_out, OUTPUTS)
+
+    ref_acc = float((values["ref_pred"] == ctx.labels).mean())
+    act_acc = float((values["act_pred"] == ctx.labels).mean())
+    figures: dict[str, float | None] = {name: summary[key] for name, key in FIGURE_NAMES.items()}
+    figures.update({f"{n}_max_abs": parity[n]["max_abs"] for n in OUTPUTS})
+    figures["accuracy_drop"] = ref_acc - act_acc
+    loc = None
+    if acc is not None:
+        loc = {"reference": ctx.ref_loc, "target": acc.result(), "noise_std": ctx.noise_std, "seed": ctx.seed}
+        for metric in ("pointing_game", "consistency", "stability"):
+            r, a = loc["reference"][metric], loc["target"][metric]
+            figures[f"{metric}_drop"] = (r - a) if r is not None and a is not None else None
+    checks = evaluate(limits, figures)
+    failed = [c["name"] for c in checks if c["status"] == "fail"]
+    worst = fid.worst_images(values, ctx.ids, n_worst)
+    classes = list(ctx.bundle.classes)
+    for w in worst:
+        w["label"] = int(ctx.labels[w["position"]])
+        w["label_name"] = classes[w["label"]]
+    target_seconds = time.perf_counter() - t0
+    manifest = ctx.bundle.manifest
+    return {
+        "kind": "validate",
+        "passed": not failed,
+        "failed": failed,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "bundle": str(ctx.bundle.root),
+        "checkpoint": str(ctx.reference.path),
+        "model": {"recipe": manifest.get("source", {}).get("recipe"), "family": manifest["model"].get("family"),
+                  "classes": classes, "prototypes": len(ctx.bundle.prototypes), "input_size": ctx.size,
+                  "part_names": list(ctx.ds.part_names)},
+        "target": {"target": target, "precision": precision, "guard": guard, "device": device,
+                   "artifact": _artifact(ctx.bundle, target, precision, guard),
+                   "runtime": runtime_info(runner, target)},
+        "data": {"config": ctx.data_config, "split": ctx.split, "images": int(len(ctx.ids)),
+                 "split_size": int(len(ctx.ds)), "limit": ctx.limit, "batch": ctx.batch},
+        "thresholds": dict(limits),
+        "checks": checks,
+        "figures": figures,
+        "accuracy": {"reference": ref_acc, "target": act_acc, "prediction_agreement": summary["prediction"],
+                     "drop": ref_acc - act_acc},
+        "parity": parity,
+        "fidelity": summary,
+        "localization": loc,
+        "worst": worst,
+        "examples": _examples(ctx, act_out, values, worst, samples),
+        "environment": environment(runner, target, threads),
+        "timing_s": {"reference": round(ctx.ref_seconds, 3), "target": round(target_seconds, 3)},
+    }
+
+
+def validate_bundle(
+    bundle,
+    *,
+    target: str,
+    precision: str = "fp32",
+    guard: str = "prototypes",
+    data=None,
+    split: str = "test",
+    limit: int | None = None,
+    batch: int = 32,
+    thresholds=None,
+    device: str | None = None,
+    threads: int = 0,
+    checkpoint: str | Path | None = None,
+    k: int = fid.DEFAULT_K,
+    samples: int = 4,
+    worst: int = 4,
+    noise_std: float = STABILITY_NOISE_STD,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict:
+    """Compare ``target``'s artifact for (precision, guard) with the PyTorch reference; a JSON-able
+    report (plus each example's raw image under ``_raw``, which :mod:`report_html` draws and drops).
+
+    ``data``: a dataset config file/mapping (default: the bundle's); ``split``: ``test`` or ``train``;
+    ``limit``: evaluate that many images, evenly spaced over the split; ``thresholds``: a file or a
+    mapping overriding :func:`~edgeproto.eval.thresholds.default_thresholds`; ``checkpoint``: where
+    the reference checkpoint is if not where the manifest says. ``report["passed"]`` is False when a
+    threshold fails (``report["failed"]`` names them). User mistakes raise EdgeprotoError: a missing
+    or different checkpoint, a split of another model (class count/names/size), an empty split,
+    ``limit`` < 1, an unknown threshold, a missing artifact.
+    """
+    from edgeproto.runtimes import load_runner
+
+    limits = resolve_thresholds(precision, thresholds)  # fail fast on a bad thresholds file
+    ctx = _prepare(bundle, data=data, split=split, limit=limit, batch=batch, checkpoint=checkpoint, k=k,
+                   seed=seed, noise_std=noise_std, progress=progress)
+    runner = load_runner(ctx.bundle, target, precision, guard, device, threads)
+    _reference_pass(ctx)
+    return _evaluate(ctx, runner, target=target, precision=precision, guard=guard, limits=limits,
+                     device=device, threads=threads, samples=samples, n_worst=worst)
+
+
+# --------------------------------------------------------------------------- latency and sweep
+
+
+def measure_latency(run, image: np.ndarray, runs: int = 50, warmup: int = 5) -> dict:
+    """Batch-1 latency of ``run(image)``: median, p90, min and mean in ms over ``runs`` calls."""
+    for _ in range(max(0, warmup)):
+        run(image)
+    times = []
+    for _ in range(max(1, runs)):
+        t0 = time.perf_counter()
+        run(image)
+        times.append((time.perf_counter() - t0) * 1e3)
+    t = np.asarray(times)
+    return {"median_ms": float(np.median(t)), "p90_ms": float(np.percentile(t, 90)), "min_ms": float(t.min()),
+            "mean_ms": float(t.mean()), "runs": len(times)}
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int):
+    """PyTorch on ``threads`` intra-op threads inside the block (its default when 0), so the
+    reference is timed with the same thread count as the runtimes."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _runner_call(runner, target: str):
+    batch = _static_batch(runner)
+
+    def call(x):
+        if batch and batch > 1:
+            x = np.repeat(x, batch, axis=0)
+        return runner.run(x)
+
+    return call
+
+
+def _row(report: dict, latency: dict | None) -> dict:
+    """The sweep table's line for one validated configuration."""
+    t, f, a = report["target"], report["fidelity"], report["accuracy"]
+    loc = report.get("localization") or {}
+    row = {
+        "target": t["target"], "precision": t["precision"], "guard": t["guard"], "artifact": t["artifact"],
+        "effective_precision": t["runtime"]["precision"],
+        "accuracy": a["target"], "reference_accuracy": a["reference"], "prediction_agreement": f["prediction"],
+        "top1_prototype_agreement": f["top1"], "topk_overlap": f["topk_overlap"], "kendall_tau": f["kendall_tau"],
+        "map_pearson": f["map_pearson"], "map_iou": f["map_iou"], "argmax_agreement": f["argmax"],
+        "scores_max_abs": report["parity"]["scores"]["max_abs"], "finite": all(
+            report["parity"][n]["finite"] for n in OUTPUTS),
+        "passed": report["passed"], "failed": report["failed"],
+        "latency_ms": latency["median_ms"] if latency else None, "latency": latency,
+    }
+    for metric in ("pointing_game", "consistency", "stability"):
+        row[metric] = (loc.get("target") or {}).get(metric)
+    return row
+
+
+def sweep(
+    bundle,
+    targets: Sequence[str] = ("onnxruntime", "openvino"),
+    *,
+    data=None,
+    split: str = "test",
+    limit: int | None = None,
+    batch: int = 32,
+    thresholds=None,
+    device: str | None = None,
+    threads: int = 0,
+    checkpoint: str | Path | None = None,
+    k: int = fid.DEFAULT_K,
+    worst: int = 2,
+    latency_runs: int = 50,
+    calib: int = 64,
+    noise_std: float = STABILITY_NOISE_STD,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict:
+    """Validate every precision of every target (:data:`SWEEP_CONFIGS`: fp32, fp16/bf16, int8 with
+    and without the explanation guard), compiling missing artifacts into the bundle, and time
+    batch-1 inference (median of ``latency_runs`` after 5 warm-up runs; ratio vs the target's fp32 and
+    vs PyTorch). ``threads`` > 0 runs every runtime *and* the PyTorch timing on that many threads.
+
+    Returns ``{"kind": "sweep", "rows": [...], "reports": [...], "passed": ...}``: ``passed`` gates on
+    the deployable rows (guard ``prototypes``); the unguarded int8 rows are there for comparison and
+    never fail the sweep. A row whose compile or run fails records its ``error`` (and fails if guarded).
+    """
+    from edgeproto.export.compile import compile_bundle
+    from edgeproto.runtimes import artifact_key, load_runner, runner_class
+
+    targets = list(targets)
+    if not targets:
+        raise EdgeprotoError("sweep needs at least one target")
+    for t in targets:
+        runner_class(t)  # unknown target / runtime not installed: say so before any work
+        if t not in SWEEP_CONFIGS:
+            raise EdgeprotoError(f"no sweep configurations for target {t!r}; known: {', '.join(SWEEP_CONFIGS)}")
+    for precision in {p for t in targets for p, _ in SWEEP_CONFIGS[t]}:
+        resolve_thresholds(precision, thresholds)
+    _check_positive("latency_runs", latency_runs)
+    ctx = _prepare(bundle, data=data, split=split, limit=limit, batch=batch, checkpoint=checkpoint, k=k,
+                   seed=seed, noise_std=noise_std, progress=progress)
+    _reference_pass(ctx)
+    image = ctx.inputs(ctx.ids[:1]).astype(np.float32)
+    with _torch_threads(threads):
+        ref_latency = measure_latency(ctx.reference.run, image, latency_runs)
+
+    rows, reports = [], []
+    for target in targets:
+        fp32_ms = None
+        for precision, guard in SWEEP_CONFIGS[target]:
+            key = artifact_key(target, precision, guard)
+            try:
+                if precision != "fp32" and key not in ctx.bundle.manifest.get("compiled", {}):
+                    compile_bundle(ctx.bundle.root, target=target, precision=precision, guard=guard, calib=calib,
+                                   device=device, progress=progress)
+                    ctx.bundle = open_bundle(ctx.bundle.root)
+                runner = load_runner(ctx.bundle, target, precision, guard, device, threads)
+                report = _evaluate(ctx, runner, target=target, precision=precision, guard=guard,
+                                   limits=resolve_thresholds(precision, thresholds), device=device, threads=threads,
+                                   samples=0, n_worst=worst)
+                latency = measure_latency(_runner_call(runner, target), image, latency_runs)
+                del runner
+            except EdgeprotoError as exc:
+                rows.append({"target": target, "precision": precision, "guard": guard, "artifact": key,
+                             "passed": False, "failed": ["error"], "error": str(exc), "latency_ms": None})
+                reports.append(None)
+                continue
+            row = _row(report, latency)
+            if precision == "fp32":
+                fp32_ms = row["latency_ms"]
+            row["latency_vs_fp32"] = (row["latency_ms"] / fp32_ms) if fp32_ms else None
+            row["latency_vs_pytorch"] = row["latency_ms"] / ref_latency["median_ms"]
+            rows.append(row)
+            reports.append(report)
+    gating = [r for r in rows if r["guard"] == "prototypes"]
+    env = environment(None, None, threads)
+    env["threads"]["latency (PyTorch and runtimes)"] = int(threads) if threads else "each one's default"
+    return {
+        "kind": "sweep",
+        "passed": all(r["passed"] for r in gating),
+        "failed": [f"{r['target']}-{r['precision']}" for r in gating if not r["passed"]],
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "bundle": str(ctx.bundle.root),
+        "checkpoint": str(ctx.reference.path),
+        "data": {"config": ctx.data_config, "split": ctx.split, "images": int(len(ctx.ids)),
+                 "split_size": int(len(ctx.ds)), "limit": ctx.limit},
+        "reference": {"accuracy": float((ctx.ref_out["logits"].argmax(1) == ctx.labels).mean()),
+                      "latency": ref_latency, "latency_ms": ref_latency["median_ms"],
+                      "localization": ctx.ref_loc},
+        "rows": rows,
+        "reports": reports,
+        "environment": env,
+        "latency": {"batch": 1, "runs": int(latency_runs), "warmup": 5, "statistic": "median",
+                    "threads": int(threads) if threads else "runtime default"},
+    }

@@ -1,0 +1,153 @@
+"""What ``edgeproto validate`` does, as one plain function (the click command only parses).
+
+User mistakes raise EdgeprotoError (the CLI prints one ``error:`` line and exits 2); otherwise the
+exit code is 0 when every threshold passes and 1 when one fails (a CI gate).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from edgeproto.errors import EdgeprotoError
+
+
+def _targets(target: str | None, targets) -> list[str]:
+    if targets is None or (not isinstance(targets, str) and len(targets) == 0):
+        return [target] if target else ["onnxruntime", "openvino"]
+    if isinstance(targets, str):
+        targets = targets.split(",")
+    out = [t.strip() for t in targets if t and t.strip()]
+    if not out:
+        raise EdgeprotoError("--sweep needs at least one target")
+    return list(dict.fromkeys(out))
+
+
+def _console():
+    from rich.console import Console
+
+    console = Console()
+    # piped / captured output has no terminal width: do not squash the wide tables into 80 columns
+    return console if console.is_terminal else Console(width=160)
+
+
+def _print_validate(report: dict, paths: dict | None) -> None:
+    from rich.table import Table
+
+    from edgeproto.eval.report_html import fmt
+
+    t, rt = report["target"], report["target"]["runtime"]
+    table = Table(title=f"{t['target']} {t['precision']}{'' if t['guard'] == 'prototypes' else ' (no guard)'} vs "
+                        f"PyTorch on {report['data']['images']} {report['data']['split']} images",
+                  caption=f"{rt['name']} {rt['version']} · {rt['precision']} · {rt['device']} · {t['artifact']}")
+    for col in ("threshold", "limit", "value", "verdict"):
+        table.add_column(col, justify="left" if col in ("threshold", "verdict") else "right")
+    style = {"pass": "[green]PASS[/]", "fail": "[bold red]FAIL[/]", "off": "[dim]off[/]", "n/a": "[dim]n/a[/]"}
+    for c in report["checks"]:
+        op = "≥" if c["direction"] == "min" else "≤"
+        table.add_row(c["name"], "—" if c["limit"] is None else f"{op} {fmt(c['limit'])}", fmt(c["value"]),
+                      style[c["status"]])
+    console = _console()
+    console.print(table)
+    a, f = report["accuracy"], report["fidelity"]
+    console.print(f"accuracy: reference {a['reference']:.4f}, target {a['target']:.4f}; top-1 prototype agreement "
+                  f"{f['top1']:.4f}; map IoU {f['map_iou']:.4f}")
+    loc = report.get("localization")
+    if loc:
+        r, g = loc["reference"], loc["target"]
+        console.print("localization (reference → target): " + ", ".join(
+            f"{k.replace('_', ' ')} {fmt(r[k])} → {fmt(g[k])}" for k in ("pointing_game", "consistency", "stability")))
+    _print_footer(console, report, paths)
+
+
+def _print_sweep(result: dict, paths: dict | None) -> None:
+    from rich.table import Table
+
+    from edgeproto.eval.report_html import fmt
+
+    d = result["data"]
+    table = Table(title=f"validate sweep on {d['images']} {d['split']} images (PyTorch accuracy "
+                        f"{result['reference']['accuracy']:.4f}, batch-1 {result['reference']['latency_ms']:.2f} ms)")
+    cols = ("target", "precision", "guard", "acc", "pred agr", "top-1 agr", "top-5 ovl", "τ", "map IoU",
+            "point", "consist", "stab", "ms", "× fp32", "verdict")
+    for col in cols:
+        left = col in ("target", "precision", "guard", "verdict")
+        table.add_column(col, justify="left" if left else "right", no_wrap=left)
+    for r in result["rows"]:
+        if "error" in r:
+            table.add_row(r["target"], r["precision"], r["guard"], *[""] * 11, f"[bold red]ERROR[/] {r['error']}")
+            continue
+        verdict = "[green]PASS[/]" if r["passed"] else f"[red]FAIL[/] ({len(r['failed'])})"
+        table.add_row(r["target"], r["precision"], r["guard"], fmt(r["accuracy"]), fmt(r["prediction_agreement"]),
+                      fmt(r["top1_prototype_agreement"]), fmt(r["topk_overlap"]), fmt(r["kendall_tau"]),
+                      fmt(r["map_iou"]), fmt(r["pointing_game"]), fmt(r["consistency"]), fmt(r["stability"]),
+                      f"{r['latency_ms']:.3f}", fmt(r.get("latency_vs_fp32")),
+                      verdict + ("" if r["guard"] == "prototypes" else " [dim]not gated[/]"))
+    console = _console()
+    console.print(table)
+    for r in result["rows"]:
+        if r.get("failed") and "error" not in r:
+            console.print(f"{r['target']} {r['precision']}{'' if r['guard'] == 'prototypes' else ' (no guard)'} "
+                          f"failed: {', '.join(r['failed'])}")
+    _print_footer(console, result, paths)
+
+
+def _print_footer(console, result: dict, paths: dict | None) -> None:
+    if result["passed"]:
+        console.print("[bold green]PASSED[/]")
+    else:
+        console.print(f"[bold red]FAILED[/]: {', '.join(result['failed'])}")
+    if paths:
+        console.print(f"report: {paths['html']}\njson:   {paths['json']}")
+
+
+def run_validate(
+    bundle,
+    target: str | None = "onnxruntime",
+    precision: str = "fp32",
+    guard: str = "prototypes",
+    data=None,
+    split: str = "test",
+    limit: int | None = None,
+    thresholds=None,
+    out=None,
+    sweep: bool = False,
+    targets: Sequence[str] | str | None = None,
+    device: str | None = None,
+    as_json: bool = False,
+    batch: int = 32,
+    threads: int = 0,
+    latency_runs: int = 50,
+    progress: bool = True,
+) -> int:
+    """Validate ``bundle`` on ``target`` (or, with ``sweep``, every precision of ``targets``) against its
+    PyTorch reference; write ``<out>/report.json`` and ``<out>/report.html`` when ``out`` is given.
+
+    Prints a rich verdict table (or, with ``as_json``, the report as JSON on stdout; progress bars go
+    to stderr). Returns 0 when every threshold passes, 1 when one fails (sweep: any guarded row).
+    """
+    from edgeproto.eval.report_html import _jsonable, write_report
+    from edgeproto.eval.validate import sweep as run_sweep
+    from edgeproto.eval.validate import validate_bundle
+
+    if sweep:
+        result = run_sweep(bundle, _targets(target, targets), data=data, split=split, limit=limit, batch=batch,
+                           thresholds=thresholds, device=device, threads=threads, latency_runs=latency_runs,
+                           progress=progress and not as_json)
+    else:
+        if not target:
+            raise EdgeprotoError("validate needs a --target (onnxruntime, openvino)")
+        result = validate_bundle(bundle, target=target, precision=precision, guard=guard, data=data, split=split,
+                                 limit=limit, batch=batch, thresholds=thresholds, device=device, threads=threads,
+                                 progress=progress and not as_json)
+    paths = write_report(result, Path(out)) if out is not None else None
+    code = 0 if result["passed"] else 1
+    if as_json:
+        doc = _jsonable(result)
+        if paths:
+            doc["report"] = {k: str(v) for k, v in paths.items()}
+        print(json.dumps(doc, indent=2))
+        return code
+    (_print_sweep if sweep else _print_validate)(result, paths)
+    return code
