@@ -16,12 +16,22 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[train,openvino,dev]'
 	rm -f $(VENV)/.installed-* && touch $@
 
-# Train the default recipe, export a bundle (checked in ONNX Runtime), write the reports.
+# Train the default recipe, export a bundle (checked in ONNX Runtime), validate it on ONNX Runtime
+# and OpenVINO against PyTorch, explain one test image on the device side, write the reports.
 demo: $(STAMP)
 	$(EP) train --recipe $(RECIPE) --out $(RUN)/checkpoint --force
+	$(EP) info $(RUN)/checkpoint
 	$(EP) export $(RUN)/checkpoint -o $(RUN)/bundle --force
-	$(EP) info $(RUN)/checkpoint --json > $(RUN)/train-report.json.tmp && mv $(RUN)/train-report.json.tmp $(RUN)/train-report.json
-	@echo "demo done: checkpoint $(RUN)/checkpoint, bundle $(RUN)/bundle (manifest.json has the export check), report $(RUN)/train-report.json"
+	$(EP) validate $(RUN)/bundle --target onnxruntime --out $(RUN)/validate-onnxruntime
+	$(EP) validate $(RUN)/bundle --target openvino --out $(RUN)/validate-openvino
+	$(PY) -c "from edgeproto.bundle import open_bundle; from edgeproto.data import build_dataset; from PIL import Image; b = open_bundle('$(RUN)/bundle'); Image.fromarray(build_dataset(b.manifest['data'], 'test').raw_image(0)).save('$(RUN)/test-image-0.png')"
+	$(EP) explain $(RUN)/bundle $(RUN)/test-image-0.png --target openvino -o $(RUN)/explain-test-image-0
+	@echo
+	@echo "demo done:"
+	@echo "  checkpoint  $(RUN)/checkpoint"
+	@echo "  bundle      $(RUN)/bundle   (manifest.json holds the export check)"
+	@echo "  reports     $(RUN)/validate-onnxruntime/report.html  $(RUN)/validate-openvino/report.html"
+	@echo "  explanation $(RUN)/explain-test-image-0.png"
 
 # The remote-bench tests start a real OpenSSH server on 127.0.0.1 (Debian's openssh-server).
 SSHD_PKG := $(shell test -x /usr/sbin/sshd || echo missing)
