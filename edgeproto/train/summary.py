@@ -45,5 +45,6 @@ def render(summary: dict) -> None:
                 "classes", "image_size", "train_seconds", "world_size"):
         table.add_row(key, str(summary[key]))
     for key, value in summary["metrics"].items():
-        table.add_row(key, f"{value:.4f}")
+        if "_epoch" not in key:  # per-epoch curves stay in --json
+            table.add_row(key, f"{value:.4f}")
     Console().print(table)
