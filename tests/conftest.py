@@ -18,25 +18,31 @@ TINY_RECIPE = {
 }
 
 
-def tiny_recipe(family: str = "l2_log", **train_overrides) -> dict:
-    """A recipe that trains in seconds (accuracy is not its point; the pipeline is)."""
+def tiny_recipe(family: str = "l2_log", *, model: dict | None = None, data: dict | None = None,
+                **train_overrides) -> dict:
+    """A recipe that trains in seconds (accuracy is not its point; the pipeline is). ``model`` and
+    ``data`` update those sections (e.g. ``model={"head": "tversky"}``)."""
     raw = copy.deepcopy(TINY_RECIPE)
     raw["name"] = f"tiny-{family}"
     raw["model"]["prototypes"]["family"] = family
+    raw["model"].update(model or {})
+    raw["data"].update(data or {})
     raw["train"].update(train_overrides)
     return validate_recipe(raw)
 
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory):
-    """``trained(family)`` → path of a checkpoint trained for real on tiny procedural data (cached)."""
+    """``trained(family)`` → path of a checkpoint trained for real on tiny procedural data (cached).
+    Keyword arguments go to :func:`tiny_recipe` (``model=``, ``data=``, train keys)."""
     cache: dict[str, Path] = {}
 
-    def get(family: str = "l2_log") -> Path:
-        if family not in cache:
+    def get(family: str = "l2_log", **overrides) -> Path:
+        key = family + (repr(sorted(overrides.items())) if overrides else "")
+        if key not in cache:
             out = tmp_path_factory.mktemp(f"ckpt-{family}")
-            train(tiny_recipe(family), out, force=True, quiet=True)
-            cache[family] = out
-        return cache[family]
+            train(tiny_recipe(family, **overrides), out, force=True, quiet=True)
+            cache[key] = out
+        return cache[key]
 
     return get

@@ -151,6 +151,11 @@ def _z(*channels) -> torch.Tensor:
 
 LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
+
+def _sig(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))
+
+
 # (name, z, params, expected scalar) -- hand-computed 1x1, one-prototype cases.
 TINY_CASES = [
     ("l2_log", _z(0.3, 0.7), [_t(0.3, 0.7)[None]], math.log(1 / 1e-4)),
@@ -165,6 +170,15 @@ TINY_CASES = [
     ("gaussian", _z(1.0, 2.0), [_t(0.0, 0.0)[None], _t(0.0, math.log(4.0))[None]],
      -0.5 * (1 + 4 / 4 + math.log(4.0) + 2 * math.log(2 * math.pi))),
     ("gaussian", _z(0.5, 0.5), [_t(0.5, 0.5)[None], _t(0.0, 0.0)[None]], -math.log(2 * math.pi)),
+    ("hopfield", _z(3.0, -4.0), [_t(0.5, 2.0)[None]], 1.0),  # one location: all the attention
+    # a = Ωz = (2, -1), b = Ωp = (1, 1), s(x) = σ(x/0.1): θ=1, α=β=0.5
+    ("tversky", _z(2.0, -1.0), [_t(1.0, 1.0)[None], torch.eye(2, dtype=torch.float64), _t(1.0), _t(0.5), _t(0.5)],
+     (2 * _sig(20) * _sig(10) - _sig(-10) * _sig(10))
+     - 0.5 * (2 * _sig(20) * (1 - _sig(10)) - _sig(-10) * (1 - _sig(10)))
+     - 0.5 * (_sig(10) * (1 - _sig(20)) + _sig(10) * (1 - _sig(-10)))),
+    # a single code takes the whole assignment, whatever the cosine
+    ("codebook", _z(3.0, 4.0), [_t(-1.0, 2.0)[None]], 1.0),
+    ("cbr_ae", _z(1.0, 2.0), [_t(0.0, 0.5)[None]], -(1.0 + 2.25)),
 ]
 
 

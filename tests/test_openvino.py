@@ -33,6 +33,10 @@ CONVERTER_OPS = {
     "hyperpg": {"ReduceL2", "Exp", "Negative"},
     "gaussian": {"ReduceSum", "Exp"},
     "cosine": {"ReduceL2", "Maximum", "Transpose"},
+    "hopfield": {"Softmax", "Broadcast"},
+    "tversky": {"Sigmoid", "MatMul"},
+    "codebook": {"ReduceL2", "Softmax"},
+    "cbr_ae": {"ReduceSum", "Negative"},
 }
 ATOL = 1e-4
 

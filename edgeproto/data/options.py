@@ -19,7 +19,7 @@ DATASETS: dict[str, tuple[str, str, tuple[str, ...], tuple[str, ...]]] = {
     "procedural": (
         "edgeproto.data.procedural",
         "ProceduralDataset",
-        ("image_size", "num_classes", "train_size", "test_size", "seed"),
+        ("image_size", "num_classes", "train_size", "test_size", "seed", "rule"),
         (),
     ),
     "digits": ("edgeproto.data.digits", "DigitsDataset", ("image_size", "seed"), ()),

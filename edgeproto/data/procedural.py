@@ -13,6 +13,13 @@ occur in two), so a model has to find both parts of an image, not just one.
 Image ``i`` of a split is a pure function of ``(seed, split, i)`` -- the splits use different
 random streams and never share images -- and is generated on first access, then kept in memory.
 ``part_masks(i)`` gives the exact pixels of each part type (all-False for absent types).
+
+``rule: xor`` (default ``pairs``, the rule above) is a two-class variant that no linear function of
+part presence can learn: class ``exactly_one`` shows exactly one of circle and square, class
+``none_or_both`` shows both or neither. Every image has exactly two shapes (plus the optional
+distractor): the missing ones are fillers drawn from triangle, cross and stripes, so the shape
+count does not give the class away. The four cases (neither, circle, square, both) are equally
+likely within their class.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from PIL import Image, ImageDraw
 
 from edgeproto.data.base import ImageDataset
 from edgeproto.data.options import check_split, int_option
+from edgeproto.errors import EdgeprotoError
 
 PART_NAMES: tuple[str, ...] = ("circle", "square", "triangle", "cross", "stripes")
 
@@ -43,6 +51,10 @@ CLASS_PARTS: tuple[tuple[str, str], ...] = (
 )
 MAX_CLASSES = len(CLASS_PARTS)
 DISTRACTOR_PROBABILITY = 0.5
+RULES = ("pairs", "xor")
+XOR_PARTS: tuple[str, str] = ("circle", "square")  # rule xor: class = exactly one of these
+XOR_FILLERS: tuple[str, ...] = ("triangle", "cross", "stripes")
+XOR_CLASSES: tuple[str, str] = ("none_or_both", "exactly_one")
 
 _SPLIT_STREAM = {"train": 0, "test": 1}
 _DISTRACTOR = -2  # kind code for the distractor (not a part type)
@@ -70,25 +82,31 @@ class ProceduralDataset(ImageDataset):
         train_size: int = 1200,
         test_size: int = 400,
         seed: int = 0,
+        rule: str = "pairs",
     ) -> None:
         check_split(split)
         self.seed = int_option("seed", seed, 0, 2**32 - 1)
         size = int_option("image_size", image_size, 32, 512)
-        num_classes = int_option("num_classes", num_classes, 2, MAX_CLASSES)
+        if rule not in RULES:
+            raise EdgeprotoError(f"dataset option 'rule' must be one of {', '.join(RULES)}, got {rule!r}")
+        if rule == "xor" and num_classes not in (2, 4):  # 4: the default, i.e. not set
+            raise EdgeprotoError("dataset option 'rule: xor' has 2 classes; leave num_classes out or set 2")
+        self.rule = rule
+        num_classes = 2 if rule == "xor" else int_option("num_classes", num_classes, 2, MAX_CLASSES)
         n_train = int_option("train_size", train_size, 1)
         n_test = int_option("test_size", test_size, 1)
         n = n_train if split == "train" else n_test
         class_parts = CLASS_PARTS[:num_classes]
         super().__init__(
             split=split,
-            classes=["+".join(pair) for pair in class_parts],
+            classes=list(XOR_CLASSES) if rule == "xor" else ["+".join(pair) for pair in class_parts],
             labels=np.arange(n) % num_classes,  # balanced: counts differ by at most one
             image_size=size,
             mean=(0.5, 0.5, 0.5),
             std=(0.17, 0.17, 0.17),  # measured over generated images
             part_names=PART_NAMES,
         )
-        self.class_parts: list[tuple[str, str]] = list(class_parts)
+        self.class_parts: list[tuple[str, str]] = [] if rule == "xor" else list(class_parts)
         self._class_kinds = [tuple(PART_NAMES.index(p) for p in pair) for pair in class_parts]
         self._images: list[np.ndarray | None] = [None] * n
         self._part_maps: list[np.ndarray | None] = [None] * n  # int8 (S, S): part index or -1
@@ -97,6 +115,8 @@ class ProceduralDataset(ImageDataset):
         """Generate sample ``index`` from scratch, with its background and distractor mask."""
         i = self._index(index)
         rng = np.random.default_rng([self.seed, _SPLIT_STREAM[self.split], i])
+        if self.rule == "xor":
+            return _render(rng, self.image_size, _xor_kinds(rng, int(self.labels[i])))
         return _render(rng, self.image_size, self._class_kinds[int(self.labels[i])])
 
     def raw_image(self, index: int) -> np.ndarray:
@@ -123,6 +143,19 @@ class ProceduralDataset(ImageDataset):
                 part_map[mask] = k
             self._images[i] = r.image
             self._part_maps[i] = part_map
+
+
+def _xor_kinds(rng: np.random.Generator, label: int) -> tuple[int, ...]:
+    """Rule xor: the two part types of an image of class ``label`` (1 = exactly one of XOR_PARTS)."""
+    a, b = (PART_NAMES.index(p) for p in XOR_PARTS)
+    fillers = [PART_NAMES.index(p) for p in XOR_FILLERS]
+    case = int(rng.integers(0, 2))
+    if label == 1:  # exactly one: circle or square, plus a filler
+        return ((a, b)[case], fillers[int(rng.integers(0, len(fillers)))])
+    if case == 1:  # both
+        return (a, b)
+    f1, f2 = rng.choice(len(fillers), size=2, replace=False)  # neither: two different fillers
+    return (fillers[int(f1)], fillers[int(f2)])
 
 
 def _render(rng: np.random.Generator, size: int, kinds: tuple[int, ...]) -> Rendering:

@@ -109,7 +109,7 @@ def export_bundle(
     inputs, ids, labels = golden_inputs(config, golden)
     with torch.no_grad():
         reference = {k: v.numpy() for k, v in model(torch.from_numpy(inputs)).items()}
-    last_layer = model.last_layer.weight.detach().numpy().astype(np.float32)
+    last_layer = model.class_weights().numpy().astype(np.float32)
 
     args = (checkpoint, config, model, family, inputs, ids, labels, reference, last_layer, ops, opset, atol, rtol)
     if not as_zip:
@@ -164,7 +164,9 @@ def _assemble(stage, checkpoint, config, model, family, inputs, ids, labels, ref
         "source": {"checkpoint": str(checkpoint.resolve()), "recipe": config["recipe"]["name"],
                    "weights_sha256": sha256_file(checkpoint / WEIGHTS)},
         "model": {"file": "model.onnx", "ops": ops, "opset": opset, "domain": ONNX_DOMAIN,
-                  "family": family.name, "op_type": family.op_type, "formula": family.summary},
+                  "family": family.name, "op_type": family.op_type, "formula": family.summary,
+                  "head": getattr(model, "head", "linear"),
+                  "head_op_type": "TverskySimilarity" if getattr(model, "head", "linear") == "tversky" else None},
         "inputs": [{"name": INPUT_NAME, "shape": ["batch", 3, config["image_size"], config["image_size"]],
                     "dtype": "float32"}],
         "outputs": [{"name": n, "shape": list(("batch",) + reference[n].shape[1:]), "dtype": "float32"}

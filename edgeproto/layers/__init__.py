@@ -11,6 +11,7 @@ from edgeproto.layers.family import (
 )
 from edgeproto.layers import l2_log  # noqa: F401  (registers)
 from edgeproto.layers import hyperpg, gaussian, cosine  # noqa: F401  (registers)
+from edgeproto.layers import hopfield, tversky, codebook, cbr_ae  # noqa: F401  (registers)
 
 __all__ = [
     "ONNX_DOMAIN",

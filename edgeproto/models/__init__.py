@@ -5,20 +5,35 @@ from __future__ import annotations
 from torch import nn
 
 from edgeproto.models.backbones import backbones, create_backbone, register_backbone
-from edgeproto.models.prototype_net import PrototypeLayer, PrototypeNet
+from edgeproto.models.cbr_autoencoder import CbrAutoencoderNet, CbrDecoder, CbrEncoder
+from edgeproto.models.prototype_net import HEADS, NonNegLinear, PrototypeLayer, PrototypeNet, TverskyHead
+
+ARCHS = ("protopnet", "cbr_ae")
 
 
-def create_model(config: dict, backbone: nn.Module | None = None) -> PrototypeNet:
+def create_model(config: dict, backbone: nn.Module | None = None) -> PrototypeNet | CbrAutoencoderNet:
     """Build a ``PrototypeNet`` from a model config.
 
     ``config``: ``{"num_classes", "in_channels", "backbone": {"name", ...kwargs},
-    "prototypes": {"family", "per_class", "dim", "attrs"}}``. Pass ``backbone`` to plug in any
+    "prototypes": {"family", "per_class", "dim", "attrs"}, "head", "head_features", "head_attrs"}``
+    (the head keys are optional: ``linear`` by default); ``"arch": "cbr_ae"`` (with a
+    ``cbr_encoder`` backbone and ``"image_size"``) builds the case-based reasoning autoencoder
+    instead of the ProtoPNet-shaped network. Pass ``backbone`` to plug in any
     ``nn.Module`` that has an ``out_channels`` attribute (its config entry is then ignored).
     """
     if backbone is None:
         spec = dict(config["backbone"])
         backbone = create_backbone(spec.pop("name"), in_channels=config.get("in_channels", 3), **spec)
     protos = config["prototypes"]
+    arch = config.get("arch", "protopnet")
+    if arch == "cbr_ae":
+        return CbrAutoencoderNet(backbone, num_classes=config["num_classes"], image_size=config["image_size"],
+                                 family=protos["family"], per_class=protos["per_class"], attrs=protos.get("attrs"),
+                                 dim=protos["dim"])
+    if arch != "protopnet":
+        from edgeproto.errors import EdgeprotoError
+
+        raise EdgeprotoError(f"unknown model arch {arch!r}; known: {', '.join(ARCHS)}")
     return PrototypeNet(
         backbone,
         num_classes=config["num_classes"],
@@ -26,10 +41,20 @@ def create_model(config: dict, backbone: nn.Module | None = None) -> PrototypeNe
         per_class=protos["per_class"],
         dim=protos["dim"],
         attrs=protos.get("attrs"),
+        head=config.get("head", "linear"),
+        head_features=config.get("head_features", 0),
+        head_attrs=config.get("head_attrs") or None,
     )
 
 
 __all__ = [
+    "ARCHS",
+    "CbrAutoencoderNet",
+    "CbrDecoder",
+    "CbrEncoder",
+    "HEADS",
+    "NonNegLinear",
+    "TverskyHead",
     "PrototypeLayer",
     "PrototypeNet",
     "backbones",

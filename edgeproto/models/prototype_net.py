@@ -1,11 +1,24 @@
-"""The prototype network: backbone → 1×1 add-on → prototype layer → max-pool → last layer."""
+"""The prototype network: backbone → 1×1 add-on → prototype layer → max-pool → head (last layer).
+
+The head (``last_layer``) maps the pooled prototype scores (B,M) to class logits (B,C):
+
+- ``linear`` (ProtoPNet): ``nn.Linear`` without bias;
+- ``nonneg`` (ProtoQuant): the same with ReLU on the weights in the forward, so every class weight
+  is ≥ 0 (a prototype can only add evidence);
+- ``tversky``: :class:`TverskyHead`, Tversky similarity of the score vector to C learned class
+  prototypes over a learned feature bank -- one ``edgeproto::TverskySimilarity`` node on export.
+"""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
+from edgeproto.errors import EdgeprotoError
 from edgeproto.layers import get_family
+
+HEADS = ("linear", "nonneg", "tversky")
 
 
 class PrototypeLayer(nn.Module):
@@ -16,8 +29,6 @@ class PrototypeLayer(nn.Module):
         self.family = get_family(family)
         unknown = set(attrs or {}) - set(self.family.attrs)
         if unknown:
-            from edgeproto.errors import EdgeprotoError
-
             raise EdgeprotoError(f"family {family!r} has no attribute(s) {sorted(unknown)}")
         self.attrs = {**self.family.attrs, **(attrs or {})}
         for name, value in self.family.torch_module.init_params(num_prototypes, dim).items():
@@ -30,13 +41,54 @@ class PrototypeLayer(nn.Module):
         """The parameter that push/projection replaces by a training patch (the first one)."""
         return getattr(self, self.family.param_names[0])
 
+    def params(self) -> list[Tensor]:
+        """The op's tensor parameters, in the family's order."""
+        return [getattr(self, n) for n in self.family.param_names]
+
     def forward(self, z: Tensor) -> Tensor:
+        return self.family.torch_module.op(z, *self.params(), **self.attrs)
+
+
+class NonNegLinear(nn.Linear):
+    """``x @ relu(W)ᵀ``: class weights kept non-negative in the forward (ProtoQuant)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, F.relu(self.weight))
+
+
+class TverskyHead(nn.Module):
+    """Tversky similarity of the pooled scores (B,M) to C class prototypes (C,M) over a feature bank
+    (F,M): ``edgeproto::tversky`` on the scores seen as (B,M,1,1); logits (B,C).
+
+    ``weight`` is the class prototypes (C,M): each class's expected prototype-score profile. It is
+    what ProtoPNet's identity init writes into and what the bundle ships as the explanation weights.
+    """
+
+    def __init__(self, num_inputs: int, num_classes: int, num_features: int = 0, attrs: dict | None = None) -> None:
+        super().__init__()
+        self.family = get_family("tversky")
+        unknown = set(attrs or {}) - set(self.family.attrs)
+        if unknown:
+            raise EdgeprotoError(f"head 'tversky' has no attribute(s) {sorted(unknown)}")
+        self.attrs = {**self.family.attrs, **(attrs or {})}
+        if self.attrs["tau"] <= 0:
+            raise EdgeprotoError("head attribute tau must be > 0")
+        params = self.family.torch_module.init_params(num_classes, num_inputs, num_features=num_features or num_inputs)
+        for name, value in params.items():
+            self.register_parameter(name, nn.Parameter(value))
+
+    @property
+    def weight(self) -> nn.Parameter:
+        return self.prototypes
+
+    def forward(self, scores: Tensor) -> Tensor:
         params = [getattr(self, n) for n in self.family.param_names]
-        return self.family.torch_module.op(z, *params, **self.attrs)
+        return self.family.torch_module.op(scores[:, :, None, None], *params, **self.attrs)[:, :, 0, 0]
 
 
 class PrototypeNet(nn.Module):
-    """ProtoPNet-shaped model; ``forward`` returns ``logits`` (B,C), ``scores`` (B,M), ``maps`` (B,M,H,W)."""
+    """ProtoPNet-shaped model; ``forward`` returns ``logits`` (B,C), ``scores`` (B,M), ``maps`` (B,M,H,W)
+    (and, in training mode, the latent ``features`` z for auxiliary losses)."""
 
     def __init__(
         self,
@@ -46,8 +98,13 @@ class PrototypeNet(nn.Module):
         per_class: int = 5,
         dim: int = 64,
         attrs: dict | None = None,
+        head: str = "linear",
+        head_features: int = 0,
+        head_attrs: dict | None = None,
     ) -> None:
         super().__init__()
+        if head not in HEADS:
+            raise EdgeprotoError(f"unknown head {head!r}; known: {', '.join(HEADS)}")
         self.backbone = backbone
         cin = backbone.out_channels
         self.add_on = nn.Sequential(
@@ -55,12 +112,19 @@ class PrototypeNet(nn.Module):
         )
         num_prototypes = num_classes * per_class
         self.prototype_layer = PrototypeLayer(family, num_prototypes, dim, attrs)
-        self.last_layer = nn.Linear(num_prototypes, num_classes, bias=False)
+        self.head = head
+        if head == "tversky":
+            self.last_layer = TverskyHead(num_prototypes, num_classes, head_features, head_attrs)
+        elif head_attrs:
+            raise EdgeprotoError(f"head {head!r} takes no attributes")
+        else:
+            cls = NonNegLinear if head == "nonneg" else nn.Linear
+            self.last_layer = cls(num_prototypes, num_classes, bias=False)
         identity = torch.zeros(num_prototypes, num_classes)
         identity[torch.arange(num_prototypes), torch.arange(num_prototypes) // per_class] = 1.0
         self.register_buffer("prototype_class_identity", identity)
         self.num_classes = num_classes
-        self.set_last_layer_incorrect_connection(-0.5)
+        self.set_last_layer_incorrect_connection(0.0 if head == "nonneg" else -0.5)
 
     @property
     def prototype_classes(self) -> Tensor:
@@ -73,11 +137,21 @@ class PrototypeNet(nn.Module):
         with torch.no_grad():
             self.last_layer.weight.copy_(pos + strength * (1 - pos))
 
+    def class_weights(self) -> Tensor:
+        """(C,M) weights that rank a prototype's share of a class's evidence (score × weight): the
+        linear weights, ReLU'd for ``nonneg``, the class prototypes for ``tversky``."""
+        w = self.last_layer.weight.detach()
+        return F.relu(w) if self.head == "nonneg" else w
+
     def features(self, x: Tensor) -> Tensor:
         """Latent patches z (B,D,H,W) that prototypes are compared with."""
         return self.add_on(self.backbone(x))
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
-        maps = self.prototype_layer(self.features(x))
+        z = self.features(x)
+        maps = self.prototype_layer(z)
         scores = maps.amax(dim=(2, 3))
-        return {"logits": self.last_layer(scores), "scores": scores, "maps": maps}
+        out = {"logits": self.last_layer(scores), "scores": scores, "maps": maps}
+        if self.training:
+            out["features"] = z
+        return out

@@ -1,4 +1,5 @@
-"""ProtoPNet's training objective, written over similarity scores so every family shares it.
+"""ProtoPNet's training objective, written over similarity scores so every family shares it (plus a
+family's ``auxiliary_loss`` on the latent features, weighted by ``coefs.commit``, where it has one).
 
 Cluster and separation costs use each family's ``dissimilarity(scores)``: for ``l2_log`` the squared
 distance d (as in ProtoPNet), for the likelihood families (HyperPg, Gaussian) the negative
@@ -25,19 +26,50 @@ def prototype_loss(
     ce = F.cross_entropy(out["logits"], labels)
     cluster = dis.masked_fill(~own, float("inf")).amin(dim=1).mean()
     separation = dis.masked_fill(own, float("inf")).amin(dim=1).mean()
-    l1 = (model.last_layer.weight * (1 - identity.t())).abs().sum()
+    l1 = _l1(model)
     total = coefs["crs_ent"] * ce + coefs["clst"] * cluster + coefs["sep"] * separation
     if use_l1:
         total = total + coefs["l1"] * l1
     parts = {"ce": ce.item(), "clst": cluster.item(), "sep": separation.item(), "l1": l1.item()}
+    aux = getattr(layer.family.torch_module, "auxiliary_loss", None)
+    if aux is not None and "features" in out and coefs.get("commit", 0.0):
+        commit = aux(out["features"], *[getattr(layer, n) for n in layer.family.param_names], **layer.attrs)
+        total = total + coefs["commit"] * commit
+        parts["commit"] = commit.item()
     return total, parts
+
+
+def cbr_loss(
+    out: dict[str, Tensor], target: Tensor, labels: Tensor, model, coefs: dict
+) -> tuple[Tensor, dict[str, float]]:
+    """Li et al. (2018)'s objective for the case-based reasoning autoencoder:
+    crs_ent·CE + recon·MSE(decoder(z), image) + r1·mean_j min_i d(p_j, z_i) + r2·mean_i min_j d(z_i, p_j),
+    d the family's dissimilarity (squared distance for ``cbr_ae``), min over the mini-batch (R1:
+    every prototype is near some encoding; R2: every encoding is near some prototype).
+    ``target`` is the input image in [0, 1]."""
+    layer = model.prototype_layer
+    dis = layer.family.torch_module.dissimilarity(out["scores"], **layer.attrs)  # (B,M)
+    ce = F.cross_entropy(out["logits"], labels)
+    recon = F.mse_loss(out["reconstruction"], target)
+    r1 = dis.amin(dim=0).mean()
+    r2 = dis.amin(dim=1).mean()
+    total = coefs["crs_ent"] * ce + coefs["recon"] * recon + coefs["r1"] * r1 + coefs["r2"] * r2
+    return total, {"ce": ce.item(), "recon": recon.item(), "r1": r1.item(), "r2": r2.item()}
 
 
 def last_layer_loss(out: dict[str, Tensor], labels: Tensor, model: PrototypeNet, coefs: dict) -> Tensor:
     """Last-layer fine-tuning: cross-entropy plus L1 on the wrong-class connections."""
-    identity = model.prototype_class_identity
-    l1 = (model.last_layer.weight * (1 - identity.t())).abs().sum()
+    l1 = _l1(model)
     return coefs["crs_ent"] * F.cross_entropy(out["logits"], labels) + coefs["l1"] * l1
+
+
+def _l1(model: PrototypeNet) -> Tensor:
+    """L1 of the wrong-class weights of a linear head (0 for the Tversky head, whose class
+    prototypes are not class weights)."""
+    if getattr(model, "head", "linear") == "tversky":
+        return model.last_layer.weight.new_zeros(())
+    identity = model.prototype_class_identity
+    return (model.last_layer.weight * (1 - identity.t())).abs().sum()
 
 
 @torch.no_grad()

@@ -30,11 +30,15 @@ def push_prototypes(
     labels: Tensor,
     batch_size: int = 128,
     progress: Callable[[int], None] | None = None,
+    project: bool = True,
 ) -> list[dict]:
     """Project every prototype onto the closest latent patch of an image of its class.
 
     Closeness is the family's ``push_similarity`` (its op by default). Returns, per prototype, the
     source image index, the latent cell ``(h, w)``, the high-activation patch box and the similarity.
+    ``project=False`` (recipe ``train.push: visualize``) finds the same patches but leaves the
+    prototypes as learned: the patch then shows what the prototype responds to most, rather than
+    what it is.
     """
     model.eval()
     layer = model.prototype_layer
@@ -61,7 +65,8 @@ def push_prototypes(
             source[j] = (start + b, h, w)
         if progress:
             progress(len(x))
-    layer.centers.data.copy_(best_vec)
+    if project:
+        layer.centers.data.copy_(best_vec)
 
     records = []
     size = images.shape[-1]
@@ -75,6 +80,7 @@ def push_prototypes(
                 "latent_hw": [h, w],
                 "patch_box": high_activation_box(act, size),
                 "similarity": float(best[j]),
+                "projected": bool(project),
             }
         )
     return records

@@ -19,7 +19,7 @@ from edgeproto.models import PrototypeNet, create_model
 from edgeproto.train.augment import random_shift
 from edgeproto.train import checkpoint
 from edgeproto.train.distributed import Dist, init_distributed, shutdown
-from edgeproto.train.losses import accuracy, last_layer_loss, prototype_loss
+from edgeproto.train.losses import accuracy, cbr_loss, last_layer_loss, prototype_loss
 from edgeproto.train.push import patch_png, push_prototypes
 
 STAGES = ("warm", "joint", "push", "last_layer")
@@ -52,10 +52,15 @@ def model_config(recipe: dict, dataset) -> dict:
         "image_size": dataset.image_size,
         "backbone": dict(recipe["model"]["backbone"]),
         "prototypes": dict(recipe["model"]["prototypes"]),
+        "arch": recipe["model"]["arch"],
+        "head": recipe["model"]["head"],
+        "head_features": recipe["model"]["head_features"],
+        "head_attrs": dict(recipe["model"]["head_attrs"]),
     }
 
 
-def _set_trainable(model: PrototypeNet, stage: str) -> list[dict]:
+def _set_trainable(model: PrototypeNet, stage: str, joint_last_layer: bool = False,
+                   freeze_backbone: bool = False) -> list[dict]:
     """Freeze/unfreeze per stage; returns the optimizer's parameter groups."""
     groups = {
         "backbone": list(model.backbone.parameters()),
@@ -65,10 +70,19 @@ def _set_trainable(model: PrototypeNet, stage: str) -> list[dict]:
     }
     active = {"warm": ("add_on", "prototypes"), "joint": ("backbone", "add_on", "prototypes"),
               "last_layer": ("last_layer",)}[stage]
+    if hasattr(model, "decoder"):  # arch cbr_ae: Li et al. train everything together
+        groups["decoder"] = list(model.decoder.parameters())
+        if stage != "last_layer":
+            active = ("backbone", "prototypes", "last_layer", "decoder")
+    if stage == "joint" and (joint_last_layer or model.head == "tversky"):
+        # a nonlinear head at its random init would steer the features anywhere: train it along
+        active = active + ("last_layer",)
+    if freeze_backbone:
+        active = tuple(n for n in active if n != "backbone")
     for name, params in groups.items():
         for p in params:
             p.requires_grad_(name in active)
-    return [{"params": groups[n], "name": n} for n in active]
+    return [{"params": groups[n], "name": n} for n in active if groups[n]]
 
 
 @torch.no_grad()
@@ -96,17 +110,41 @@ class Trainer:
         self.test_images, self.test_labels = materialize(self.test_set)
         self.model_cfg = model_config(recipe, self.train_set)
         self.model = create_model(self.model_cfg)
+        self.is_cbr = hasattr(self.model, "decoder")  # arch cbr_ae
         stride = getattr(self.model.backbone, "stride", 1)
         if self.train_set.image_size < stride:
             raise EdgeprotoError(
                 f"image_size {self.train_set.image_size} is smaller than the backbone's stride {stride}: "
                 "raise data.image_size or use fewer backbone stages"
             )
+        if self.cfg["init_from"]:
+            self._init_from(Path(self.cfg["init_from"]))
         self.epochs = {"warm": self.cfg["warm_epochs"], "joint": self.cfg["joint_epochs"], "push": 1,
                        "last_layer": self.cfg["last_layer_epochs"]}
         self.prototypes: list[dict] = []
         self.metrics: dict[str, float] = {}
         self.elapsed = 0.0
+
+    def _init_from(self, source: Path) -> None:
+        """Start from another checkpoint (e.g. a ProtoPNet run): every weight whose name and shape
+        match is copied -- the backbone and add-on always (an error otherwise), prototype-layer
+        parameters of the same name and shape (e.g. ProtoPNet prototypes as a codebook's initial
+        codes) -- except the head (``last_layer``) and the class identity. The copied modules are listed in the config as ``init_from_copied``."""
+        from safetensors.torch import load_file
+
+        checkpoint.read_config(source)  # a clear error when it is not a checkpoint
+        state = load_file(str(source / checkpoint.WEIGHTS))
+        own = self.model.state_dict()
+        required = [k for k in own if k.startswith(("backbone.", "add_on."))]
+        bad = [k for k in required if k not in state or state[k].shape != own[k].shape]
+        if bad:
+            raise EdgeprotoError(
+                f"train.init_from {source}: its backbone/add-on do not match this model's ({bad[:3]})"
+            )
+        copied = [k for k in own if k in state and state[k].shape == own[k].shape
+                  and not k.startswith("last_layer.") and k != "prototype_class_identity"]
+        self.model.load_state_dict({**own, **{k: state[k] for k in copied}})
+        self.init_from_copied = sorted({k.split(".")[0] for k in copied})
 
     # -- resume ----------------------------------------------------------------------------
     def _state(self, stage: int, epoch: int, opt: torch.optim.Optimizer | None) -> dict:
@@ -138,7 +176,7 @@ class Trainer:
         return [perm[i : i + bs] for i in range(0, len(perm), bs)]
 
     def _run_gradient_stage(self, si: int, stage: str, start_epoch: int, opt_state: dict, bar) -> None:
-        groups = _set_trainable(self.model, stage)
+        groups = _set_trainable(self.model, stage, self.cfg["joint_last_layer"], self.cfg["freeze_backbone"])
         lr, wd = self.cfg["lr"], self.cfg["weight_decay"]
         opt = torch.optim.Adam(
             [{"params": g["params"], "lr": lr[g["name"]],
@@ -151,10 +189,15 @@ class Trainer:
         net = DistributedDataParallel(self.model) if self.dist.enabled else self.model
         for epoch in range(start_epoch, self.epochs[stage]):
             self.model.train()
+            if self.cfg["freeze_backbone"]:
+                self.model.backbone.eval()  # frozen: BatchNorm keeps its statistics too
             shifts = torch.Generator().manual_seed(self.recipe["seed"] * 31 + si * 1009 + epoch * 7 + self.dist.rank)
             for idx in self._epoch_batches(si, epoch):
                 x, y = random_shift(self.images[idx], self.cfg["augment_shift"], shifts), self.labels[idx]
-                loss, parts = prototype_loss(net(x), y, self.model, self.cfg["coefs"])
+                if self.is_cbr:
+                    loss, parts = cbr_loss(net(x), self._pixels(x), y, self.model, self.cfg["coefs"])
+                else:
+                    loss, parts = prototype_loss(net(x), y, self.model, self.cfg["coefs"])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -176,14 +219,58 @@ class Trainer:
                 bar("last_layer", epoch, len(idx), {"loss": loss.item()})
             self._checkpoint_epoch(si, epoch + 1, opt)
 
+    def _pixels(self, x: Tensor) -> Tensor:
+        """Normalised inputs back to [0, 1] pixels (the decoder's target)."""
+        mean = torch.tensor(self.train_set.mean, dtype=x.dtype)[None, :, None, None]
+        std = torch.tensor(self.train_set.std, dtype=x.dtype)[None, :, None, None]
+        return x * std + mean
+
+    @torch.no_grad()
+    def _render_records(self) -> list[dict]:
+        """arch cbr_ae: no projection; each prototype is pictured by decoding it. Li et al.'s
+        prototypes belong to no class: a record's ``class`` is the one its last-layer weight favours
+        most (``init_class``: the one it was initialised for); ``source_image`` is the training
+        image whose encoding is nearest (the closest real case), with its label."""
+        scores = predict(self.model, self.images)["scores"]  # (N,M)
+        best, source = scores.max(dim=0)
+        favoured = self.model.last_layer.weight.detach().argmax(dim=0)
+        size = self.images.shape[-1]
+        return [{"index": j, "class": int(favoured[j]), "init_class": int(self.model.prototype_classes[j]),
+                 "source_image": int(source[j]), "source_label": int(self.labels[source[j]]),
+                 "latent_hw": [0, 0], "patch_box": [0, 0, size, size], "similarity": float(best[j]),
+                 "projected": False, "picture": "decoder"} for j in range(len(best))]
+
     def _run_push(self, si: int, bar) -> None:
         self.metrics["test_accuracy_before_push"] = self.evaluate()
+        if self.is_cbr:
+            self.prototypes = self._render_records()
+            bar("push", 0, len(self.images), {})
+            self.metrics["test_accuracy_after_push"] = self.evaluate()
+            self._checkpoint_epoch(si + 1, 0, None)
+            return
         self.prototypes = push_prototypes(
             self.model, self.images, self.labels, self.cfg["push_batch_size"],
-            progress=lambda n: bar("push", 0, n, {}),
+            progress=lambda n: bar("push", 0, n, {}), project=self.cfg["push"] == "project",
         )
         self.metrics["test_accuracy_after_push"] = self.evaluate()
         self._checkpoint_epoch(si + 1, 0, None)
+
+    @torch.no_grad()
+    def _prune_unused(self) -> None:
+        """Zero the class weights of prototypes that are never the argmax over prototypes at any
+        location of any training image (ProtoQuant's pruning of codes that never win)."""
+        self.metrics["test_accuracy_before_prune"] = self.evaluate()
+        wins = torch.zeros(self.model.prototype_layer.num_prototypes, dtype=torch.long)
+        self.model.eval()
+        for i in range(0, len(self.images), 256):
+            maps = self.model(self.images[i : i + 256])["maps"]
+            wins += torch.bincount(maps.argmax(dim=1).flatten(), minlength=len(wins))
+        pruned = torch.nonzero(wins == 0).flatten().tolist()
+        self.model.last_layer.weight[:, pruned] = 0.0
+        self.pruned = pruned
+        for rec in self.prototypes:
+            rec["wins"] = int(wins[rec["index"]])
+            rec["pruned"] = rec["index"] in pruned
 
     def evaluate(self) -> float:
         """Top-1 accuracy on the test split."""
@@ -227,6 +314,8 @@ class Trainer:
                 else:
                     self._run_gradient_stage(si, stage, start_epoch, opt_state, bar)
                 start_epoch, opt_state = 0, {}
+        if self.cfg["prune_unused"]:
+            self._prune_unused()
         self.metrics["test_accuracy"] = self.evaluate()
         self.metrics["train_accuracy"] = accuracy(predict(self.model, self.images)["logits"], self.labels)
         config = self._write_checkpoint()
@@ -247,14 +336,21 @@ class Trainer:
             "std": list(self.train_set.std),
             "part_names": list(getattr(self.train_set, "part_names", []) or []),
             "prototypes": self.prototypes,
+            "pruned_prototypes": getattr(self, "pruned", []),
+            "init_from_copied": getattr(self, "init_from_copied", []),
             "metrics": self.metrics,
             "train_seconds": round(self.elapsed + time.monotonic() - self._t0, 2),
             "world_size": self.dist.world_size,
             "torch_version": torch.__version__,
         }
         if self.dist.is_main:
+            rendered = self.model.render_prototypes() if self.is_cbr else None  # (M,C,S,S) in [0, 1]
             for rec in self.prototypes:
-                raw = self.train_set.raw_image(rec["source_image"])
+                if rendered is not None:  # the decoder's picture of the prototype
+                    img = (rendered[rec["index"]].permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8)
+                    raw = img.expand(-1, -1, 3).numpy() if img.shape[2] == 1 else img.numpy()
+                else:
+                    raw = self.train_set.raw_image(rec["source_image"])
                 atomic_files.write_bytes(self.out / rec["patch_png"], patch_png(raw, rec["patch_box"]))
             checkpoint.save_weights(self.out, self.model)
             checkpoint.save_config(self.out, config)
