@@ -96,6 +96,8 @@ def test_non_finite_target_counts_as_disagreement():
 def test_metric_helpers_known_values():
     assert fid.pearson([1, 2, 3], [2, 4, 6]) == pytest.approx(1.0)
     assert fid.pearson([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert fid.pearson([[0.5]], [[0.5000001]]) == 1.0  # 1×1 maps (CBR autoencoder): no pattern to differ
+    assert fid.pearson([1, 1, 1], [1, 2, 3]) == 0.0
     assert fid.kendall(np.array([1.0, 2, 3, 4]), np.array([1.0, 2, 4, 3])) == pytest.approx(4 / 6)
     a = np.zeros((4, 4), bool)
     a[:2] = True

@@ -46,8 +46,9 @@ def _ranking(logits: np.ndarray, scores: np.ndarray, last_layer: np.ndarray) -> 
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> float:
-    """Pearson correlation of two equally shaped arrays; 1.0 for two identical constant arrays,
-    0.0 for a constant vs a varying one or for non-finite input."""
+    """Pearson correlation of two equally shaped arrays; 1.0 for two constant arrays (e.g. 1×1 maps:
+    no spatial pattern to disagree on; their values are judged by the parity figures), 0.0 for a
+    constant vs a varying one or for non-finite input."""
     a = np.asarray(a, dtype=np.float64).ravel()
     b = np.asarray(b, dtype=np.float64).ravel()
     if not (np.isfinite(a).all() and np.isfinite(b).all()):
@@ -55,7 +56,7 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
     da, db = a - a.mean(), b - b.mean()
     na, nb = float(np.sqrt((da * da).sum())), float(np.sqrt((db * db).sum()))
     if na == 0.0 or nb == 0.0:
-        return 1.0 if (na == 0.0 and nb == 0.0 and np.array_equal(a, b)) else 0.0
+        return 1.0 if (na == 0.0 and nb == 0.0) else 0.0
     return float(np.clip((da * db).sum() / (na * nb), -1.0, 1.0))
 
 
