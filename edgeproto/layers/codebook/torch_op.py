@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from edgeproto.layers.fake_kernels import empty_maps
+
 from edgeproto.layers.cosine.torch_op import cosine_map, cosine_vjp, normalize
 
 COMMITMENT_BETA = 0.25  # weight of the commitment term against the codebook term (VQ-VAE's β)
@@ -31,10 +33,7 @@ def op(z: Tensor, prototypes: Tensor, tau: float = 0.1) -> Tensor:
 
 @op.register_fake
 def _(z: Tensor, prototypes: Tensor, tau: float = 0.1) -> Tensor:
-    torch._check(z.dim() == 4, lambda: "z must be (B,D,H,W)")
-    torch._check(prototypes.dim() == 2, lambda: "prototypes (codes) must be (M,D)")
-    torch._check(z.shape[1] == prototypes.shape[1], lambda: "channel mismatch")
-    return z.new_empty((z.shape[0], prototypes.shape[0], z.shape[2], z.shape[3]))
+    return empty_maps(z, prototypes, "prototypes (codes)")
 
 
 def _setup_context(ctx, inputs, output) -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from edgeproto.layers.fake_kernels import empty_maps
+
 from edgeproto.layers.cosine import NORM_EPS as EPS
 
 
@@ -57,10 +59,7 @@ def op(z: Tensor, prototypes: Tensor) -> Tensor:
 
 @op.register_fake
 def _(z: Tensor, prototypes: Tensor) -> Tensor:
-    torch._check(z.dim() == 4, lambda: "z must be (B,D,H,W)")
-    torch._check(prototypes.dim() == 2, lambda: "prototypes must be (M,D)")
-    torch._check(z.shape[1] == prototypes.shape[1], lambda: "channel mismatch")
-    return z.new_empty((z.shape[0], prototypes.shape[0], z.shape[2], z.shape[3]))
+    return empty_maps(z, prototypes)
 
 
 def _setup_context(ctx, inputs, output) -> None:

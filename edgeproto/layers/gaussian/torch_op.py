@@ -8,6 +8,8 @@ import math
 import torch
 from torch import Tensor
 
+from edgeproto.layers.fake_kernels import empty_maps
+
 LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -32,11 +34,9 @@ def op(z: Tensor, means: Tensor, log_var: Tensor) -> Tensor:
 
 @op.register_fake
 def _(z: Tensor, means: Tensor, log_var: Tensor) -> Tensor:
-    torch._check(z.dim() == 4, lambda: "z must be (B,D,H,W)")
-    torch._check(means.dim() == 2, lambda: "means must be (M,D)")
-    torch._check(z.shape[1] == means.shape[1], lambda: "channel mismatch")
+    maps = empty_maps(z, means, "means")
     torch._check(log_var.shape == means.shape, lambda: "log_var must match means (M,D)")
-    return z.new_empty((z.shape[0], means.shape[0], z.shape[2], z.shape[3]))
+    return maps
 
 
 def _setup_context(ctx, inputs, output) -> None:

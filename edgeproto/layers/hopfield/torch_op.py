@@ -15,6 +15,8 @@ import math
 import torch
 from torch import Tensor
 
+from edgeproto.layers.fake_kernels import empty_maps
+
 
 def effective_beta(beta: float, dim: int) -> float:
     """``beta``, or 1/√D when it is 0 (the default)."""
@@ -69,11 +71,9 @@ def op(z: Tensor, prototypes: Tensor, beta: float = 0.0, steps: float = 1.0) -> 
 
 @op.register_fake
 def _(z: Tensor, prototypes: Tensor, beta: float = 0.0, steps: float = 1.0) -> Tensor:
-    torch._check(z.dim() == 4, lambda: "z must be (B,D,H,W)")
-    torch._check(prototypes.dim() == 2, lambda: "prototypes must be (M,D)")
-    torch._check(z.shape[1] == prototypes.shape[1], lambda: "channel mismatch")
+    maps = empty_maps(z, prototypes)
     num_steps(steps)
-    return z.new_empty((z.shape[0], prototypes.shape[0], z.shape[2], z.shape[3]))
+    return maps
 
 
 def _setup_context(ctx, inputs, output) -> None:

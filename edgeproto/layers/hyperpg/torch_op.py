@@ -8,6 +8,8 @@ import math
 import torch
 from torch import Tensor
 
+from edgeproto.layers.fake_kernels import empty_maps
+
 from edgeproto.layers.cosine.torch_op import cosine_map, cosine_vjp
 
 LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -34,12 +36,10 @@ def op(z: Tensor, prototypes: Tensor, mu: Tensor, log_sigma: Tensor) -> Tensor:
 
 @op.register_fake
 def _(z: Tensor, prototypes: Tensor, mu: Tensor, log_sigma: Tensor) -> Tensor:
-    torch._check(z.dim() == 4, lambda: "z must be (B,D,H,W)")
-    torch._check(prototypes.dim() == 2, lambda: "prototypes must be (M,D)")
-    torch._check(z.shape[1] == prototypes.shape[1], lambda: "channel mismatch")
+    maps = empty_maps(z, prototypes)
     torch._check(mu.shape == (prototypes.shape[0],), lambda: "mu must be (M,)")
     torch._check(log_sigma.shape == (prototypes.shape[0],), lambda: "log_sigma must be (M,)")
-    return z.new_empty((z.shape[0], prototypes.shape[0], z.shape[2], z.shape[3]))
+    return maps
 
 
 def _setup_context(ctx, inputs, output) -> None:
