@@ -214,3 +214,23 @@ def test_openvino_target(bundle_dir, golden_png):
     ov = explain_image(bundle_dir, golden_png, target="openvino")
     assert ov["runtime"]["name"] == "openvino"
     assert [p["prototype"] for p in ov["top_prototypes"]] == [p["prototype"] for p in ref["top_prototypes"]]
+
+
+def test_missing_runtime_names_the_extra(tmp_path):
+    """A target whose runtime is not installed: one clear error naming what to install."""
+    script = (
+        "import sys; sys.modules['openvino'] = None\n"
+        "import importlib.util; real = importlib.util.find_spec\n"
+        "importlib.util.find_spec = lambda n, *a: None if n == 'openvino' else real(n, *a)\n"
+        "from edgeproto.runtimes import runner_class\n"
+        "runner_class('openvino')\n"
+    )
+    import subprocess
+    import sys as _sys
+
+    done = subprocess.run([_sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "needs openvino, which is not installed: pip install 'edgeproto[openvino]'" in done.stderr
+    result = subprocess.run([str(__import__("pathlib").Path(_sys.executable).parent / "edgeproto"), "verify",
+                             str(tmp_path), "--target", "tensorflow"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "error:" in result.stderr and "Traceback" not in result.stderr
