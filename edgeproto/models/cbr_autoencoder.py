@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from edgeproto.errors import EdgeprotoError
 from edgeproto.models.backbones import register_backbone
-from edgeproto.models.prototype_net import PrototypeLayer
+from edgeproto.models.prototype_net import PrototypeClassifier, PrototypeLayer
 
 _ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid}
 
@@ -75,15 +75,13 @@ class CbrDecoder(nn.Module):
         return self.layers(z.reshape(z.shape[0], self.latent_channels, self.grid, self.grid))
 
 
-class CbrAutoencoderNet(nn.Module):
+class CbrAutoencoderNet(PrototypeClassifier):
     """Encoder → latent vector → prototype layer (maps (B,M,1,1)) → linear → logits; and a decoder.
 
     ``forward`` returns ``logits`` (B,C), ``scores`` (B,M) (= −squared distances for ``cbr_ae``)
     and ``maps`` (B,M,1,1); in training mode also ``features`` (B,D,1,1) and ``reconstruction``
     (B,C,S,S) in [0, 1].
     """
-
-    head = "linear"
 
     def __init__(self, backbone: CbrEncoder, num_classes: int, image_size: int, family: str = "cbr_ae",
                  per_class: int = 1, attrs: dict | None = None, dim: int | None = None) -> None:
@@ -111,22 +109,10 @@ class CbrAutoencoderNet(nn.Module):
         num_prototypes = num_classes * per_class
         self.prototype_layer = PrototypeLayer(family, num_prototypes, dim, attrs)
         self.last_layer = nn.Linear(num_prototypes, num_classes, bias=False)
-        identity = torch.zeros(num_prototypes, num_classes)
-        identity[torch.arange(num_prototypes), torch.arange(num_prototypes) // per_class] = 1.0
-        self.register_buffer("prototype_class_identity", identity)
-        self.num_classes = num_classes
+        self._init_classes(num_classes, per_class)
+        self.set_last_layer_incorrect_connection(-0.5)
         self.image_size = image_size
         self.latent_dim = dim
-        with torch.no_grad():
-            pos = identity.t()
-            self.last_layer.weight.copy_(pos - 0.5 * (1 - pos))
-
-    @property
-    def prototype_classes(self) -> Tensor:
-        return self.prototype_class_identity.argmax(dim=1)
-
-    def class_weights(self) -> Tensor:
-        return self.last_layer.weight.detach()
 
     def features(self, x: Tensor) -> Tensor:
         """The encoding as a 1×1 latent map (B,D,1,1)."""
@@ -143,10 +129,7 @@ class CbrAutoencoderNet(nn.Module):
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         z = self.features(x)
-        maps = self.prototype_layer(z)
-        scores = maps.amax(dim=(2, 3))
-        out = {"logits": self.last_layer(scores), "scores": scores, "maps": maps}
+        out = self.classify(z)
         if self.training:
-            out["features"] = z
             out["reconstruction"] = self.decode(z)
         return out

@@ -86,7 +86,52 @@ class TverskyHead(nn.Module):
         return self.family.torch_module.op(scores[:, :, None, None], *params, **self.attrs)[:, :, 0, 0]
 
 
-class PrototypeNet(nn.Module):
+class PrototypeClassifier(nn.Module):
+    """What every prototype model shares: the prototype → class identity, ProtoPNet's last-layer
+    init, the class weights that rank explanations, and latent patches → logits/scores/maps.
+
+    Subclasses set ``prototype_layer`` and ``last_layer``, call :meth:`_init_classes`, and define
+    ``features(x)``.
+    """
+
+    head = "linear"
+
+    def _init_classes(self, num_classes: int, per_class: int) -> None:
+        num_prototypes = num_classes * per_class
+        identity = torch.zeros(num_prototypes, num_classes)
+        identity[torch.arange(num_prototypes), torch.arange(num_prototypes) // per_class] = 1.0
+        self.register_buffer("prototype_class_identity", identity)
+        self.num_classes = num_classes
+
+    @property
+    def prototype_classes(self) -> Tensor:
+        """Class index of each prototype (M,)."""
+        return self.prototype_class_identity.argmax(dim=1)
+
+    def set_last_layer_incorrect_connection(self, strength: float) -> None:
+        """ProtoPNet's init: weight +1 from a prototype to its own class, ``strength`` to the others."""
+        pos = self.prototype_class_identity.t()
+        with torch.no_grad():
+            self.last_layer.weight.copy_(pos + strength * (1 - pos))
+
+    def class_weights(self) -> Tensor:
+        """(C,M) weights that rank a prototype's share of a class's evidence (score × weight): the
+        linear weights, ReLU'd for ``nonneg``, the class prototypes for ``tversky``."""
+        w = self.last_layer.weight.detach()
+        return F.relu(w) if self.head == "nonneg" else w
+
+    def classify(self, z: Tensor) -> dict[str, Tensor]:
+        """Latent patches z → ``logits``, ``scores`` (max over locations), ``maps`` (+ ``features``
+        in training mode, for auxiliary losses)."""
+        maps = self.prototype_layer(z)
+        scores = maps.amax(dim=(2, 3))
+        out = {"logits": self.last_layer(scores), "scores": scores, "maps": maps}
+        if self.training:
+            out["features"] = z
+        return out
+
+
+class PrototypeNet(PrototypeClassifier):
     """ProtoPNet-shaped model; ``forward`` returns ``logits`` (B,C), ``scores`` (B,M), ``maps`` (B,M,H,W)
     (and, in training mode, the latent ``features`` z for auxiliary losses)."""
 
@@ -120,38 +165,12 @@ class PrototypeNet(nn.Module):
         else:
             cls = NonNegLinear if head == "nonneg" else nn.Linear
             self.last_layer = cls(num_prototypes, num_classes, bias=False)
-        identity = torch.zeros(num_prototypes, num_classes)
-        identity[torch.arange(num_prototypes), torch.arange(num_prototypes) // per_class] = 1.0
-        self.register_buffer("prototype_class_identity", identity)
-        self.num_classes = num_classes
+        self._init_classes(num_classes, per_class)
         self.set_last_layer_incorrect_connection(0.0 if head == "nonneg" else -0.5)
-
-    @property
-    def prototype_classes(self) -> Tensor:
-        """Class index of each prototype (M,)."""
-        return self.prototype_class_identity.argmax(dim=1)
-
-    def set_last_layer_incorrect_connection(self, strength: float) -> None:
-        """ProtoPNet's init: weight +1 from a prototype to its own class, ``strength`` to the others."""
-        pos = self.prototype_class_identity.t()
-        with torch.no_grad():
-            self.last_layer.weight.copy_(pos + strength * (1 - pos))
-
-    def class_weights(self) -> Tensor:
-        """(C,M) weights that rank a prototype's share of a class's evidence (score × weight): the
-        linear weights, ReLU'd for ``nonneg``, the class prototypes for ``tversky``."""
-        w = self.last_layer.weight.detach()
-        return F.relu(w) if self.head == "nonneg" else w
 
     def features(self, x: Tensor) -> Tensor:
         """Latent patches z (B,D,H,W) that prototypes are compared with."""
         return self.add_on(self.backbone(x))
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
-        z = self.features(x)
-        maps = self.prototype_layer(z)
-        scores = maps.amax(dim=(2, 3))
-        out = {"logits": self.last_layer(scores), "scores": scores, "maps": maps}
-        if self.training:
-            out["features"] = z
-        return out
+        return self.classify(self.features(x))
