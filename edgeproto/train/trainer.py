@@ -296,7 +296,7 @@ class Trainer:
             if self.dist.is_main:  # said even with --quiet: the user should know the run was continued
                 print(f"resuming {self.out} at stage {STAGES[min(start_stage, 3)]}, epoch {start_epoch}",
                       file=sys.stderr)
-        total = sum(self.epochs[s] * (len(self.images) if s != "push" else len(self.images)) for s in STAGES)
+        total = sum(self.epochs[s] for s in STAGES) * len(self.images)
         done = sum(self.epochs[s] * len(self.images) for s in STAGES[:start_stage]) + start_epoch * len(self.images)
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, console=self.console, transient=False) as progress:
