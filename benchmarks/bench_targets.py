@@ -3,7 +3,7 @@
 For each bundle: ONNX Runtime fp32 and int8 (explanation guard on), OpenVINO fp32 and int8 (guard on),
 and OpenVINO bf16 where the CPU has bf16 (``--all`` adds ONNX Runtime fp16); missing artifacts are
 compiled into the bundle first (``--no-compile`` skips them instead). Each is timed single-stream
-at batch 1 with :func:`edgeproto.eval.bench.bench_bundle`; the PyTorch reference (eager, eval, no_grad)
+at batch 1 with :func:`edgeproto.measure.bench.bench_bundle`; the PyTorch reference (eager, eval, no_grad)
 is timed in the same process before and after the targets, and the ratio is torch p50 / target p50
 (> 1: faster than torch), using the mean of the two torch p50s (their drift is printed).
 
@@ -42,9 +42,10 @@ import numpy as np
 
 from edgeproto.bundle import open_bundle
 from edgeproto.errors import EdgeprotoError
-from edgeproto.eval.bench import bench_bundle, host_info
-from edgeproto.eval.latency import measure
-from edgeproto.runtimes import TARGETS, artifact_key
+from edgeproto.environment import host_info
+from edgeproto.measure.bench import bench_bundle
+from edgeproto.measure.latency import measure
+from edgeproto.runtimes import RUNTIMES, artifact_key
 
 CUB_CONFIG = {
     "num_classes": 200,
@@ -65,7 +66,7 @@ def cpu_has_bf16() -> bool:
 
 def variants(args) -> list[tuple[str, str, str]]:
     out = []
-    if "onnxruntime" in TARGETS:
+    if not RUNTIMES["onnxruntime"].missing():
         out += [("onnxruntime", "fp32", "prototypes"), ("onnxruntime", "int8", "prototypes")]
         if args.all:
             out.append(("onnxruntime", "fp16", "prototypes"))
@@ -85,7 +86,7 @@ def ensure_compiled(root: Path, target: str, precision: str, guard: str, args) -
         return True
     if args.no_compile:
         return precision == "fp32"  # fp32 falls back to model.onnx
-    from edgeproto.export.compile import compile_bundle
+    from edgeproto.runtimes.compile import compile_bundle
 
     t0 = time.perf_counter()
     print(f"  compiling {key} ...", file=sys.stderr, flush=True)
@@ -224,7 +225,7 @@ def bench_one_bundle(path: str, args) -> dict:
     if entry is None or ours is None:
         checks.append({"kind": "openvino-fp32", "benchmark_app": {"error": "no OpenVINO fp32 IR in this bundle"}})
     else:
-        from edgeproto.eval.bench import bench_inputs
+        from edgeproto.measure.bench import bench_inputs
         from edgeproto.runtimes import load_runner
 
         runner = load_runner(opened, "openvino", "fp32", threads=args.threads)
@@ -312,7 +313,7 @@ def bench_cub(args) -> dict:
 
     from edgeproto.export.onnx_graph import export_onnx
     from edgeproto.models import create_model
-    from edgeproto.runtimes.onnxruntime_runner import OnnxRuntimeRunner
+    from edgeproto.runtimes.onnxruntime.runner import OnnxRuntimeRunner
 
     torch.manual_seed(0)
     model = create_model(CUB_CONFIG).eval()
@@ -356,7 +357,7 @@ def bench_cub(args) -> dict:
         if importlib.util.find_spec("openvino") is not None:
             import openvino as ov
 
-            from edgeproto.runtimes.openvino_runner import OpenVinoRunner, read_model
+            from edgeproto.runtimes.openvino.runner import OpenVinoRunner, read_model
 
             xml = work / "cub.xml"
             ov.save_model(read_model(onnx_path), str(xml), compress_to_fp16=False)

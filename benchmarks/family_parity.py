@@ -18,9 +18,9 @@ import torch
 
 from edgeproto.bundle import open_bundle
 from edgeproto.data import build_dataset
-from edgeproto.eval.explanations import top_prototypes
-from edgeproto.runtimes.onnxruntime_runner import OnnxRuntimeRunner
-from edgeproto.runtimes.openvino_runner import OpenVinoRunner
+from edgeproto.ranking import top_prototypes
+from edgeproto.runtimes.onnxruntime.runner import OnnxRuntimeRunner
+from edgeproto.runtimes.openvino.runner import OpenVinoRunner
 from edgeproto.train.checkpoint import load_checkpoint
 
 

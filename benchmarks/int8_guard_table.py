@@ -1,7 +1,7 @@
 """What the explanation guard buys: fp32 vs int8 + guard vs int8 without guard, per runtime.
 
 For each bundle and each runtime (ONNX Runtime, OpenVINO) the three artifacts are compiled into the
-bundle when missing (``edgeproto.export.compile.compile_bundle``; ``--recompile`` forces it) and
+bundle when missing (``edgeproto.runtimes.compile.compile_bundle``; ``--recompile`` forces it) and
 run on the WHOLE test split of the bundle's recipe (``manifest["data"]``). Each is compared with
 the fp32 PyTorch model (the checkpoint in ``manifest["source"]["checkpoint"]``; when torch or the
 checkpoint is unavailable, with the bundle's fp32 ONNX model in ONNX Runtime instead):
@@ -29,8 +29,8 @@ import numpy as np
 
 from edgeproto.bundle import open_bundle
 from edgeproto.errors import EdgeprotoError
-from edgeproto.eval.explanations import top_prototypes
-from edgeproto.export.compile import compile_bundle
+from edgeproto.ranking import top_prototypes
+from edgeproto.runtimes.compile import compile_bundle
 from edgeproto.runtimes import artifact_key, load_runner
 
 VARIANTS = [("fp32", "fp32", "prototypes"), ("int8+guard", "int8", "prototypes"), ("int8 no-guard", "int8", "none")]
@@ -73,7 +73,7 @@ def reference(bundle, images: np.ndarray) -> tuple[dict, str]:
 
         return run_batched(fn, images), "pytorch fp32"
     except (ImportError, FileNotFoundError, EdgeprotoError) as exc:
-        from edgeproto.runtimes.onnxruntime_runner import OnnxRuntimeRunner
+        from edgeproto.runtimes.onnxruntime.runner import OnnxRuntimeRunner
 
         print(f"note: reference = fp32 ONNX Runtime ({type(exc).__name__}: {exc})", file=sys.stderr)
         runner = OnnxRuntimeRunner(bundle.path(bundle.manifest["model"]["file"]))

@@ -15,8 +15,8 @@ import time
 
 from edgeproto.bundle import open_bundle
 from edgeproto.errors import EdgeprotoError
-from edgeproto.eval.bench import bench_inputs
-from edgeproto.eval.latency import current_rss_mb, peak_rss_mb
+from edgeproto.measure.bench import bench_inputs
+from edgeproto.measure.latency import current_rss_mb, peak_rss_mb
 from edgeproto.runtimes import load_runner
 
 

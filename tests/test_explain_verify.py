@@ -16,10 +16,12 @@ from PIL import Image
 
 from edgeproto.bundle import MANIFEST, open_bundle
 from edgeproto.errors import EdgeprotoError
-from edgeproto.eval.explain import explain_image, high_activation_box, upsample_map
-from edgeproto.eval.explain_cli import run_explain, run_verify
-from edgeproto.eval.explanations import top_prototypes
-from edgeproto.eval.verify import verify_bundle
+from edgeproto.device.explain import explain_image
+from edgeproto.maps import high_activation_box, upsample_map
+from edgeproto.commands.explain import run_explain
+from edgeproto.commands.verify import run_verify
+from edgeproto.ranking import top_prototypes
+from edgeproto.device.verify import verify_bundle
 from edgeproto.export.bundle_writer import export_bundle
 
 
@@ -88,9 +90,10 @@ def test_explain_golden_image_reproduces_reference(bundle_dir, golden_png, tmp_p
     assert result["runtime"]["name"] == "onnxruntime" and result["runtime"]["precision"] == "fp32"
     top = result["top_prototypes"][0]
     j = top["prototype"]
-    assert abs(top["score"] - golden["scores"][0, j]) < 1e-4
-    assert abs(top["contribution"] - golden["scores"][0, j] * last[result["prediction"]["class"], j]) < 1e-3
-    assert np.abs(np.asarray(top["map"]) - golden["maps"][0, j]).max() < 1e-4
+    np.testing.assert_allclose(top["score"], golden["scores"][0, j], atol=1e-4, rtol=1e-3)
+    np.testing.assert_allclose(top["contribution"], golden["scores"][0, j] * last[result["prediction"]["class"], j],
+                               atol=1e-3, rtol=1e-3)
+    np.testing.assert_allclose(np.asarray(top["map"]), golden["maps"][0, j], atol=1e-4, rtol=1e-3)
     size = bundle.manifest["preprocess"]["image_size"]
     assert top["box"] == high_activation_box(upsample_map(golden["maps"][0, j], size))
     assert top["patch_png"] == bundle.prototypes[j]["patch_png"] and top["class"] == bundle.prototypes[j]["class"]
@@ -137,10 +140,10 @@ def test_explain_and_verify_run_without_torch(bundle_dir, golden_png, tmp_path):
     script = f"""
 import json, sys
 sys.modules["torch"] = None
-from edgeproto.eval.explain import explain_image
-from edgeproto.eval.explanation_figure import render_explanation
-from edgeproto.eval.verify import verify_bundle
-from edgeproto.eval.explain_cli import run_verify
+from edgeproto.device.explain import explain_image
+from edgeproto.device.figure import render_explanation
+from edgeproto.device.verify import verify_bundle
+from edgeproto.commands.verify import run_verify
 r = explain_image({str(bundle_dir)!r}, {str(golden_png)!r})
 render_explanation({str(bundle_dir)!r}, {str(golden_png)!r}, r, {str(tmp_path / "fig.png")!r})
 v = verify_bundle({str(bundle_dir)!r})
@@ -160,7 +163,7 @@ def test_verify_passes_on_fresh_bundle(bundle_dir, capsys):
     report = verify_bundle(bundle_dir)
     assert report["passed"] and report["top1_prototype_agreement"] == 1.0 and report["images"] == 8
     assert set(report["diffs"]) == {"logits", "scores", "maps"}
-    assert all(d["within_tolerance"] and d["max_abs"] < 1e-4 for d in report["diffs"].values())
+    assert all(d["within_tolerance"] for d in report["diffs"].values())  # atol 1e-4 + rtol 1e-3·|ref|
     assert (report["atol"], report["rtol"]) == (1e-4, 1e-3) and report["integrity_checked"]
     assert run_verify(bundle_dir, "onnxruntime", "fp32", "prototypes", None, None, None, True) == 0
     assert json.loads(capsys.readouterr().out)["passed"] is True
@@ -204,9 +207,9 @@ def test_unknown_target_and_uncompiled_precision(bundle_dir, golden_png):
         explain_image(bundle_dir, golden_png, k=0)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("edgeproto.runtimes.openvino_runner") is None
+@pytest.mark.skipif(importlib.util.find_spec("edgeproto.runtimes.openvino.runner") is None
                     or importlib.util.find_spec("openvino") is None,
-                    reason="edgeproto.runtimes.openvino_runner (or openvino) is not available")
+                    reason="edgeproto.runtimes.openvino.runner (or openvino) is not available")
 def test_openvino_target(bundle_dir, golden_png):
     report = verify_bundle(bundle_dir, target="openvino")
     assert report["passed"], report["diffs"]
@@ -222,8 +225,8 @@ def test_missing_runtime_names_the_extra(tmp_path):
         "import sys; sys.modules['openvino'] = None\n"
         "import importlib.util; real = importlib.util.find_spec\n"
         "importlib.util.find_spec = lambda n, *a: None if n == 'openvino' else real(n, *a)\n"
-        "from edgeproto.runtimes import runner_class\n"
-        "runner_class('openvino')\n"
+        "from edgeproto.runtimes import get_runtime\n"
+        "get_runtime('openvino').runner_class()\n"
     )
     import subprocess
     import sys as _sys
@@ -233,4 +236,6 @@ def test_missing_runtime_names_the_extra(tmp_path):
     assert "needs openvino, which is not installed: pip install 'edgeproto[openvino]'" in done.stderr
     result = subprocess.run([str(__import__("pathlib").Path(_sys.executable).parent / "edgeproto"), "verify",
                              str(tmp_path), "--target", "tensorflow"], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 2 and "error:" in result.stderr and "Traceback" not in result.stderr
+    # --target is a choice of the registry's runtimes: click refuses it with a usage error (exit 2)
+    assert result.returncode == 2 and "Invalid value for '--target'" in result.stderr
+    assert "onnxruntime" in result.stderr and "Traceback" not in result.stderr

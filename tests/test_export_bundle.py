@@ -13,11 +13,11 @@ import pytest
 from edgeproto import atomic_files
 from edgeproto.bundle import open_bundle
 from edgeproto.errors import EdgeprotoError
-from edgeproto.eval.explanations import top_prototypes
+from edgeproto.ranking import top_prototypes
 from edgeproto.export.bundle_writer import export_bundle
-from edgeproto.export.onnx_graph import prototype_nodes
+from edgeproto.layers import prototype_nodes
 from edgeproto.layers import families, get_family
-from edgeproto.runtimes.onnxruntime_runner import OnnxRuntimeRunner
+from edgeproto.runtimes.onnxruntime.runner import OnnxRuntimeRunner
 
 FAMILIES = sorted(families())
 
@@ -62,7 +62,9 @@ def test_trained_model_exports_and_matches_pytorch(trained, tmp_path, family, op
         ref, out = _reference(ckpt, images), runner.run(images)
         assert out["maps"].shape == ref["maps"].shape
         for name in ("logits", "scores"):
-            assert np.abs(out[name] - ref[name]).max() <= 1e-5, (name, batch)
+            # atol + rtol·|ref| (the export check's own tolerances): fp32 conv accumulation order
+            # differs between ORT's and torch's kernels (and between CPUs), relative to the logit size
+            np.testing.assert_allclose(out[name], ref[name], atol=1e-5, rtol=1e-4, err_msg=f"{name} batch {batch}")
         assert (top_prototypes(out["logits"], out["scores"], last, 1) == top_prototypes(ref["logits"], ref["scores"], last, 1)).all()
 
 

@@ -14,14 +14,15 @@ import torch
 from torch import nn
 
 from edgeproto.bundle import open_bundle
-from edgeproto.eval.explanations import top_prototypes
+from edgeproto.ranking import top_prototypes
 from edgeproto.export.bundle_writer import export_bundle
-from edgeproto.export.onnx_graph import export_onnx, prototype_nodes
+from edgeproto.export.onnx_graph import export_onnx
+from edgeproto.layers import prototype_nodes
 from edgeproto.layers import get_family
-from edgeproto.runtimes.onnxruntime_runner import OnnxRuntimeRunner
+from edgeproto.runtimes.onnxruntime.runner import OnnxRuntimeRunner
 
 ov = pytest.importorskip("openvino")
-from edgeproto.runtimes.openvino_runner import OpenVinoRunner  # noqa: E402
+from edgeproto.runtimes.openvino.runner import OpenVinoRunner  # noqa: E402
 
 ATOL = 1e-4
 

@@ -14,13 +14,13 @@ from torch import nn
 import edgeproto.layers as L
 from edgeproto.errors import EdgeprotoError
 from edgeproto.export.onnx_graph import (
-    OUTPUT_NAMES,
     SUPPORTED_OPSETS,
     _save_atomic,
     export_onnx,
-    prototype_nodes,
     register_schemas,
 )
+from edgeproto.layers import prototype_nodes
+from edgeproto.outputs import OUTPUTS
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -103,13 +103,13 @@ def exported(tmp_path_factory):
 def _ort_vs_torch(model, path, batches=(1, 7, 64)):
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert [i.name for i in sess.get_inputs()] == ["image"]
-    assert [o.name for o in sess.get_outputs()] == list(OUTPUT_NAMES)
+    assert [o.name for o in sess.get_outputs()] == list(OUTPUTS)
     gen = torch.Generator().manual_seed(1)
     for batch in batches:
         x = torch.rand(batch, *IMAGE, generator=gen)
         with torch.no_grad():
             ref = model(x)
-        got = dict(zip(OUTPUT_NAMES, sess.run(None, {"image": x.numpy()})))
+        got = dict(zip(OUTPUTS, sess.run(None, {"image": x.numpy()})))
         for key in ("logits", "scores", "maps"):
             assert got[key].shape == tuple(ref[key].shape), (batch, key)
         for key in ("logits", "scores"):
@@ -122,7 +122,7 @@ def _io_names(proto: onnx.ModelProto):
     dims = proto.graph.input[0].type.tensor_type.shape.dim
     assert dims[0].dim_param == "batch" and not dims[0].HasField("dim_value")
     assert [d.dim_value for d in dims[1:]] == list(IMAGE)
-    assert [o.name for o in proto.graph.output] == list(OUTPUT_NAMES)
+    assert [o.name for o in proto.graph.output] == list(OUTPUTS)
 
 
 # --------------------------------------------------------------------------- function mode

@@ -18,13 +18,13 @@ ov = pytest.importorskip("openvino", reason="openvino is not installed: pip inst
 from edgeproto.bundle import open_bundle  # noqa: E402
 from edgeproto.data import build_dataset  # noqa: E402
 from edgeproto.errors import EdgeprotoError  # noqa: E402
-from edgeproto.eval.explanations import top_prototypes  # noqa: E402
+from edgeproto.ranking import top_prototypes  # noqa: E402
 from edgeproto.export.bundle_writer import export_bundle  # noqa: E402
-from edgeproto.export.onnx_graph import prototype_nodes  # noqa: E402
+from edgeproto.layers import prototype_nodes  # noqa: E402
 from edgeproto.layers import families  # noqa: E402
 from edgeproto.runtimes import load_runner  # noqa: E402
-from edgeproto.runtimes.onnxruntime_runner import OnnxRuntimeRunner  # noqa: E402
-from edgeproto.runtimes.openvino_runner import OpenVinoRunner, read_model  # noqa: E402
+from edgeproto.runtimes.onnxruntime.runner import OnnxRuntimeRunner  # noqa: E402
+from edgeproto.runtimes.openvino.runner import OpenVinoRunner, read_model  # noqa: E402
 
 FAMILIES = sorted(families())
 # ops each family's converter emits that nothing else in these models produces
@@ -171,7 +171,7 @@ def test_runs_without_torch(bundle_dir):
         import json
         import numpy as np
         from edgeproto.bundle import open_bundle
-        from edgeproto.runtimes.openvino_runner import OpenVinoRunner
+        from edgeproto.runtimes.openvino.runner import OpenVinoRunner
         bundle = open_bundle({str(root)!r})
         golden = bundle.golden()
         out = OpenVinoRunner(bundle.path("model.onnx")).run(golden["image"])

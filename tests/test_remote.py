@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 
 from edgeproto.errors import EdgeprotoError
-from edgeproto.eval.bench_cli import run_bench
+from edgeproto.commands.bench import run_bench
 from edgeproto.export.bundle_writer import export_bundle
-from edgeproto.runtimes.jetson import bench_remote
+from edgeproto.measure.jetson import bench_remote
 from test_bench import fake_board
 
 SSHD = "/usr/sbin/sshd"

@@ -12,12 +12,13 @@ from PIL import Image
 
 from edgeproto.bundle import MANIFEST, open_bundle
 from edgeproto.errors import EdgeprotoError
-from edgeproto.eval import fidelity as fid
-from edgeproto.eval.explanations import top_prototypes
-from edgeproto.eval.localization import box_side, localization, noisy_inputs
-from edgeproto.eval.thresholds import THRESHOLDS, evaluate, resolve_thresholds
-from edgeproto.eval.validate import validate_bundle
-from edgeproto.eval.validate_cli import run_validate
+from edgeproto.compare import fidelity as fid
+from edgeproto.ranking import top_prototypes
+from edgeproto.compare.localization import box_side, localization, noisy_inputs
+from edgeproto.compare.thresholds import THRESHOLDS, evaluate, resolve_thresholds
+from edgeproto.compare.options import ValidateOptions
+from edgeproto.compare.validate import validate_bundle
+from edgeproto.commands.validate import run_validate
 from edgeproto.export.bundle_writer import export_bundle
 
 # --------------------------------------------------------------------------- hand-made outputs
@@ -263,13 +264,13 @@ def test_impossible_threshold_fails_and_names_it(bundle_dir, tmp_path, capsys):
 def test_tampered_target_swapping_prototypes_fails(bundle_dir, monkeypatch):
     """A runtime that mixes up two prototypes of the same class keeps every prediction but not the
     explanations: validate must catch it."""
-    import edgeproto.runtimes as runtimes
+    import edgeproto.compare.validate as validate_module
 
     bundle = open_bundle(bundle_dir)
     golden, last = bundle.golden(), bundle.last_layer()
     p = int(top_prototypes(golden["logits"][:1], golden["scores"][:1], last, 1)[0, 0])
     q = next(j for j, rec in enumerate(bundle.prototypes) if j != p and rec["class"] == bundle.prototypes[p]["class"])
-    real = runtimes.load_runner
+    real = validate_module.load_runner
 
     class Swapped:
         def __init__(self, inner):
@@ -279,14 +280,24 @@ def test_tampered_target_swapping_prototypes_fails(bundle_dir, monkeypatch):
         def describe(self):
             return self.inner.describe()
 
+        def info(self):
+            return self.inner.info()
+
+        def close(self):
+            self.inner.close()
+
         def run(self, x):
             out = self.inner.run(x)
             for name in ("scores", "maps"):
                 out[name][:, [p, q]] = out[name][:, [q, p]]
             return out
 
-    monkeypatch.setattr(runtimes, "load_runner", lambda *a, **kw: Swapped(real(*a, **kw)))
-    report = validate_bundle(bundle_dir, target="onnxruntime", limit=32, progress=False)
+    def load(bundle, target, *a, **kw):
+        runner = real(bundle, target, *a, **kw)
+        return runner if target == "torch" else Swapped(runner)
+
+    monkeypatch.setattr(validate_module, "load_runner", load)
+    report = validate_bundle(bundle_dir, target="onnxruntime", options=ValidateOptions(limit=32, progress=False))
     assert not report["passed"] and "top1_prototype_agreement" in report["failed"]
     assert report["fidelity"]["top1"] < 1.0 and report["worst"][0]["top1"] is False
     assert report["fidelity"]["prediction"] == 1.0 and "prediction_agreement" not in report["failed"]
@@ -296,7 +307,7 @@ def test_sweep_compiles_and_tabulates(bundle_dir, tmp_path, capsys):
     root = tmp_path / "b"
     shutil.copytree(bundle_dir, root)
     code = run_validate(root, None, sweep=True, targets=["onnxruntime"], limit=16, out=tmp_path / "s",
-                        latency_runs=3, progress=False)
+                        latency_queries=3, progress=False)
     printed = capsys.readouterr().out
     result = json.loads((tmp_path / "s" / "report.json").read_text())
     rows = result["rows"]
@@ -322,16 +333,15 @@ def test_moved_checkpoint_is_reported(bundle_dir, trained, tmp_path):
     manifest = json.loads((root / MANIFEST).read_text())
     manifest["source"]["checkpoint"] = str(ckpt)
     (root / MANIFEST).write_text(json.dumps(manifest))
-    assert validate_bundle(root, target="onnxruntime", limit=4, progress=False)["passed"]
+    assert validate_bundle(root, target="onnxruntime", options=ValidateOptions(limit=4, progress=False))["passed"]
     ckpt.rename(tmp_path / "elsewhere")
     with pytest.raises(EdgeprotoError, match=r"reference checkpoint .*ckpt is missing"):
-        validate_bundle(root, target="onnxruntime", limit=4, progress=False)
+        validate_bundle(root, target="onnxruntime", options=ValidateOptions(limit=4, progress=False))
     # pointing at it explicitly works; a different checkpoint is refused
-    assert validate_bundle(root, target="onnxruntime", limit=4, checkpoint=tmp_path / "elsewhere",
-                           progress=False)["passed"]
+    assert validate_bundle(root, target="onnxruntime", options=ValidateOptions(limit=4, checkpoint=tmp_path / "elsewhere", progress=False))["passed"]
     (tmp_path / "elsewhere" / "model.safetensors").write_bytes(b"\0" * 64)
     with pytest.raises(EdgeprotoError, match="not the one this bundle was exported from"):
-        validate_bundle(root, target="onnxruntime", limit=4, checkpoint=tmp_path / "elsewhere", progress=False)
+        validate_bundle(root, target="onnxruntime", options=ValidateOptions(limit=4, checkpoint=tmp_path / "elsewhere", progress=False))
 
 
 def test_data_of_another_model_is_refused(bundle_dir, tmp_path):
@@ -341,10 +351,10 @@ def test_data_of_another_model_is_refused(bundle_dir, tmp_path):
         run_validate(bundle_dir, "onnxruntime", data=f, progress=False)
     f.write_text("name: procedural\nimage_size: 48\nnum_classes: 3\ntest_size: 8\n")
     with pytest.raises(EdgeprotoError, match="image_size is 48"):
-        validate_bundle(bundle_dir, target="onnxruntime", data=f, progress=False)
+        validate_bundle(bundle_dir, target="onnxruntime", options=ValidateOptions(data=f, progress=False))
     # a recipe file works as a data config too (its data section)
     f.write_text("name: r\ndata:\n  name: procedural\n  image_size: 32\n  num_classes: 3\n  test_size: 6\n")
-    report = validate_bundle(bundle_dir, target="onnxruntime", data=f, progress=False)
+    report = validate_bundle(bundle_dir, target="onnxruntime", options=ValidateOptions(data=f, progress=False))
     assert report["data"]["images"] == 6 and report["data"]["split_size"] == 6
 
 
@@ -356,15 +366,15 @@ def test_empty_split_limit_and_unknown_threshold(bundle_dir, tmp_path):
     f = tmp_path / "data.yaml"
     f.write_text(f"name: folder\nroot: {tmp_path / 'imgs'}\nimage_size: 32\n")
     with pytest.raises(EdgeprotoError, match="test split of dataset 'folder' is empty"):
-        validate_bundle(bundle_dir, target="onnxruntime", data=f, progress=False)
+        validate_bundle(bundle_dir, target="onnxruntime", options=ValidateOptions(data=f, progress=False))
     with pytest.raises(EdgeprotoError, match="limit must be a whole number of at least 1"):
-        validate_bundle(bundle_dir, target="onnxruntime", limit=0, progress=False)
+        validate_bundle(bundle_dir, target="onnxruntime", options=ValidateOptions(limit=0, progress=False))
     t = tmp_path / "t.yaml"
     t.write_text("top1_prototype_agreement: 1.0\nfidelity: 0.9\n")
     with pytest.raises(EdgeprotoError, match=r"unknown threshold\(s\) 'fidelity'; allowed keys: .*map_iou"):
         run_validate(bundle_dir, "onnxruntime", thresholds=t, progress=False)
     with pytest.raises(EdgeprotoError, match="no onnxruntime int8 artifact"):
-        validate_bundle(bundle_dir, target="onnxruntime", precision="int8", limit=4, progress=False)
+        validate_bundle(bundle_dir, target="onnxruntime", precision="int8", options=ValidateOptions(limit=4, progress=False))
 
 
 def test_metric_modules_import_no_torch():
@@ -377,7 +387,7 @@ def test_metric_modules_import_no_torch():
             "        if name.split('.')[0] == 'torch': raise ImportError('torch is blocked')\n"
             "sys.meta_path.insert(0, Block())\n"
             "import numpy as np\n"
-            "from edgeproto.eval import fidelity, localization, thresholds, report_html\n"
+            "from edgeproto.compare import fidelity, localization, thresholds, report_html\n"
             "m = np.random.default_rng(0).random((2, 3, 4, 4))\n"
             "out = {'logits': m.max((2, 3))[:, :2], 'scores': m.max((2, 3)), 'maps': m}\n"
             "assert fidelity.fidelity(out, out, np.ones((2, 3)), size=16)['summary']['top1'] == 1.0\n"

@@ -15,19 +15,10 @@ import torch
 from edgeproto import __version__, atomic_files
 from edgeproto.bundle import FORMAT, FORMAT_VERSION, MANIFEST, file_hashes, open_bundle, sha256_file
 from edgeproto.errors import EdgeprotoError
-from edgeproto.eval.explanations import top1_agreement
-from edgeproto.eval.parity import compare_outputs, within_tolerance
-from edgeproto.export.onnx_graph import (
-    INPUT_NAME,
-    OPS_MODES,
-    OUTPUT_NAMES,
-    SUPPORTED_OPSETS,
-    export_onnx,
-    function_proto,
-    prototype_nodes,
-)
-from edgeproto.layers import ONNX_DOMAIN, family_for_op_type, get_family
-from edgeproto.runtimes.onnxruntime_runner import OnnxRuntimeRunner
+from edgeproto.export.onnx_graph import INPUT_NAME, OPS_MODES, SUPPORTED_OPSETS, export_onnx, function_proto
+from edgeproto.layers import ONNX_DOMAIN, family_for_op_type, get_family, prototype_nodes
+from edgeproto.outputs import OUTPUTS, compare_golden
+from edgeproto.runtimes.onnxruntime.runner import OnnxRuntimeRunner
 from edgeproto.train.checkpoint import WEIGHTS, load_checkpoint
 
 
@@ -134,11 +125,10 @@ def _assemble(stage, checkpoint, config, model, family, inputs, ids, labels, ref
     atomic_files.write_bytes(stage / "model.onnx", onnx_model.SerializeToString())
 
     actual = OnnxRuntimeRunner(_runnable(onnx_model, ops, opset)).run(inputs)
-    diffs = compare_outputs(reference, actual)
-    agreement = top1_agreement(reference, actual, last_layer)
-    ok = all(within_tolerance(reference[n], actual[n], atol, rtol) for n in OUTPUT_NAMES)
-    check = {"runtime": "onnxruntime", "images": len(ids), "atol": atol, "rtol": rtol,
-             "diffs": diffs, "top1_prototype_agreement": agreement, "passed": ok and agreement == 1.0}
+    compared = compare_golden(reference, actual, last_layer, atol=atol, rtol=rtol)
+    diffs, agreement = compared["diffs"], compared["top1_prototype_agreement"]
+    ok = all(d["within_tolerance"] for d in diffs.values())
+    check = {"runtime": "onnxruntime", **compared, "passed": ok and agreement == 1.0}
     if not check["passed"]:
         worst = ", ".join(f"{n}: max_abs={d['max_abs']:.3g} max_rel={d['max_rel']:.3g}" for n, d in diffs.items())
         raise EdgeprotoError(
@@ -152,9 +142,9 @@ def _assemble(stage, checkpoint, config, model, family, inputs, ids, labels, ref
     (stage / "explain").mkdir()
     (stage / "golden").mkdir()
     np.save(stage / "explain" / "last_layer.npy", last_layer)
-    golden_files = {"image": "golden/image.npy", **{n: f"golden/{n}.npy" for n in OUTPUT_NAMES}}
+    golden_files = {"image": "golden/image.npy", **{n: f"golden/{n}.npy" for n in OUTPUTS}}
     np.save(stage / golden_files["image"], inputs)
-    for n in OUTPUT_NAMES:
+    for n in OUTPUTS:
         np.save(stage / golden_files[n], reference[n])
 
     manifest = {
@@ -170,7 +160,7 @@ def _assemble(stage, checkpoint, config, model, family, inputs, ids, labels, ref
         "inputs": [{"name": INPUT_NAME, "shape": ["batch", 3, config["image_size"], config["image_size"]],
                     "dtype": "float32"}],
         "outputs": [{"name": n, "shape": list(("batch",) + reference[n].shape[1:]), "dtype": "float32"}
-                    for n in OUTPUT_NAMES],
+                    for n in OUTPUTS],
         "preprocess": {"image_size": config["image_size"], "mode": "RGB", "resize": "bilinear",
                        "scale": 1 / 255, "mean": config["mean"], "std": config["std"]},
         "classes": config["classes"],

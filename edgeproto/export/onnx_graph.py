@@ -41,24 +41,22 @@ import onnx.inliner
 import onnx.numpy_helper
 
 from edgeproto.errors import EdgeprotoError
-from edgeproto.layers import ONNX_DOMAIN, ONNX_DOMAIN_VERSION, PrototypeFamily, families
+from edgeproto.layers import ONNX_DOMAIN, ONNX_DOMAIN_VERSION, PrototypeFamily, families, prototype_nodes
+from edgeproto.outputs import OUTPUTS
 
 __all__ = [
     "INPUT_NAME",
-    "OUTPUT_NAMES",
     "OPS_MODES",
     "PLUGIN_NAMESPACE",
     "PLUGIN_VERSION",
     "SUPPORTED_OPSETS",
     "export_onnx",
     "function_proto",
-    "prototype_nodes",
     "register_schemas",
 ]
 
 INPUT_NAME = "image"
 BATCH_DIM = "batch"
-OUTPUT_NAMES = ("logits", "scores", "maps")
 OPS_MODES = ("function", "inline", "plugin")
 PLUGIN_NAMESPACE = ONNX_DOMAIN
 PLUGIN_VERSION = str(ONNX_DOMAIN_VERSION)
@@ -277,12 +275,12 @@ def _tuple_outputs(model):
 
         def forward(self, image):
             out = self._inner(image)
-            if not isinstance(out, dict) or any(k not in out for k in OUTPUT_NAMES):
+            if not isinstance(out, dict) or any(k not in out for k in OUTPUTS):
                 raise EdgeprotoError(
-                    f"model must return a dict with keys {list(OUTPUT_NAMES)}, got "
+                    f"model must return a dict with keys {list(OUTPUTS)}, got "
                     f"{sorted(out) if isinstance(out, dict) else type(out).__name__}"
                 )
-            return tuple(out[k] for k in OUTPUT_NAMES)
+            return tuple(out[k] for k in OUTPUTS)
 
     return _Outputs(model)
 
@@ -311,7 +309,7 @@ def _torch_export(model, example, opset: int) -> onnx.ModelProto:
                 dynamo=True,
                 custom_translation_table=table,
                 input_names=[INPUT_NAME],
-                output_names=list(OUTPUT_NAMES),
+                output_names=list(OUTPUTS),
                 dynamic_shapes=({0: torch.export.Dim(BATCH_DIM)},),
                 opset_version=opset,
                 optimize=True,
@@ -333,11 +331,6 @@ def _torch_export(model, example, opset: int) -> onnx.ModelProto:
 
 
 # --------------------------------------------------------------------------- graph surgery
-
-
-def prototype_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
-    """The ``edgeproto``-domain nodes of the main graph (one per prototype layer)."""
-    return [n for n in model.graph.node if n.domain == ONNX_DOMAIN]
 
 
 def _set_opset_imports(model: onnx.ModelProto, opset: int, with_domain: bool) -> None:

@@ -7,6 +7,7 @@ from edgeproto.layers.family import (
     families,
     family_for_op_type,
     get_family,
+    prototype_nodes,
     register_family,
 )
 from edgeproto.layers import l2_log  # noqa: F401  (registers)
@@ -20,5 +21,6 @@ __all__ = [
     "families",
     "family_for_op_type",
     "get_family",
+    "prototype_nodes",
     "register_family",
 ]

@@ -75,3 +75,8 @@ def family_for_op_type(op_type: str) -> PrototypeFamily:
 def families() -> dict[str, PrototypeFamily]:
     """All registered families by name."""
     return dict(_FAMILIES)
+
+
+def prototype_nodes(model) -> list:
+    """The ``edgeproto``-domain nodes of an ONNX model's main graph (one per prototype layer)."""
+    return [n for n in model.graph.node if n.domain == ONNX_DOMAIN]

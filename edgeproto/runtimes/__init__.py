@@ -1,40 +1,50 @@
-"""Runtime backends behind one small contract (:class:`~edgeproto.runtimes.base.Runner`).
+"""Runtime backends behind one contract (:class:`~edgeproto.runtimes.base.Runner`), listed in one
+registry (:mod:`edgeproto.runtimes.registry`).
 
-Imports no torch: this is what runs on the device.
+Imports no torch: this is what runs on the device (the host-only PyTorch reference imports torch
+only when it is loaded).
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
+from pathlib import Path
 
-from edgeproto.bundle import Bundle
+from edgeproto.bundle import Bundle, sha256_file
 from edgeproto.errors import EdgeprotoError
+from edgeproto.runtimes.base import Runner
+from edgeproto.runtimes.registry import (
+    GUARDS,
+    PRECISIONS,
+    RUNTIMES,
+    RuntimeSpec,
+    artifact_key,
+    check_guard,
+    device_runtimes,
+    get_runtime,
+)
 
-# target -> (module, class, python package it needs, pip extra that installs it)
-TARGETS: dict[str, tuple[str, str, str, str]] = {
-    "onnxruntime": ("edgeproto.runtimes.onnxruntime_runner", "OnnxRuntimeRunner", "onnxruntime", "onnxruntime"),
-    "openvino": ("edgeproto.runtimes.openvino_runner", "OpenVinoRunner", "openvino", "edgeproto[openvino]"),
-}
-
-
-def runner_class(target: str):
-    """The runner class for ``target``, or a clear error (unknown target / runtime not installed)."""
-    if target not in TARGETS:
-        raise EdgeprotoError(f"unknown target {target!r}; known: {', '.join(TARGETS)}")
-    module, cls, package, extra = TARGETS[target]
-    if importlib.util.find_spec(package) is None:
-        raise EdgeprotoError(f"target {target!r} needs {package}, which is not installed: pip install '{extra}'")
-    return getattr(importlib.import_module(module), cls)
+__all__ = ["GUARDS", "PRECISIONS", "RUNTIMES", "Runner", "RuntimeSpec", "artifact_key", "device_runtimes",
+           "get_runtime", "load_runner", "reference_checkpoint"]
 
 
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
-GUARDS = ("prototypes", "none")
-
-
-def artifact_key(target: str, precision: str, guard: str = "prototypes") -> str:
-    """Key of a compiled artifact in ``manifest["compiled"]``."""
-    return f"{target}-{precision}" + ("" if guard == "prototypes" else "-noguard")
+def reference_checkpoint(bundle: Bundle, checkpoint: str | Path | None = None) -> Path:
+    """The bundle's source PyTorch checkpoint (or ``checkpoint``), checked to be the one it was exported from."""
+    src = bundle.manifest.get("source", {})
+    if checkpoint is None and not str(src.get("checkpoint", "")):
+        raise EdgeprotoError(f"bundle {bundle.root}: manifest names no source checkpoint: no PyTorch reference")
+    path = Path(checkpoint) if checkpoint is not None else Path(src["checkpoint"])
+    if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
+        raise EdgeprotoError(
+            f"the bundle's PyTorch reference checkpoint {path} is missing or incomplete (moved or deleted?): "
+            "the reference runs it; restore it there, give its new location, or run on the training machine"
+        )
+    digest = src.get("weights_sha256")
+    if digest and sha256_file(path / "model.safetensors") != digest:
+        raise EdgeprotoError(
+            f"checkpoint {path} is not the one this bundle was exported from (model.safetensors sha256 "
+            "differs from the manifest's source.weights_sha256): re-export the bundle"
+        )
+    return path
 
 
 def load_runner(
@@ -44,17 +54,23 @@ def load_runner(
     guard: str = "prototypes",
     device: str | None = None,
     threads: int = 0,
-):
+    checkpoint: str | Path | None = None,
+) -> Runner:
     """A runner for the bundle's artifact for (target, precision, guard).
 
-    A compiled artifact recorded in the manifest wins; fp32 falls back to ``model.onnx``. Anything
-    else must be compiled first (``edgeproto compile``), and the error says so.
+    A compiled artifact recorded in the manifest wins; fp32 falls back to ``model.onnx``; the
+    host-only PyTorch reference (``torch``) runs the source checkpoint (``checkpoint`` overrides
+    where it is). Anything else must be compiled first (``edgeproto compile``), and the error says so.
     """
-    cls = runner_class(target)
+    spec = get_runtime(target)
     if precision not in PRECISIONS:
         raise EdgeprotoError(f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}")
-    if guard not in GUARDS:
-        raise EdgeprotoError(f"unknown guard {guard!r}; known: {', '.join(GUARDS)}")
+    check_guard(guard)
+    if spec.host_only:
+        spec.check_precision(precision)
+        path = reference_checkpoint(bundle, checkpoint)
+        return spec.runner_class()(path, precision="fp32", device=device, threads=threads)
+    cls = spec.runner_class()
     entry = bundle.manifest.get("compiled", {}).get(artifact_key(target, precision, guard))
     if entry is not None:
         return cls(bundle.path(entry["model"]), precision=entry.get("inference_precision", precision),

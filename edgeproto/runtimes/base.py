@@ -1,4 +1,9 @@
-"""The contract every runtime backend keeps (Polygraphy-style runner), and artifact lookup."""
+"""The contract every runtime backend keeps (Polygraphy-style runner).
+
+A runner is built from one artifact (``Runner(path, precision=..., device=..., threads=...)``),
+describes its inputs and outputs, runs a numpy batch and says what it really used. The
+conformance test (``tests/test_runner_contract.py``) runs every registered runner through it.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +11,14 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+INFO_KEYS = ("name", "version", "precision", "device", "threads", "threads_source")
+
 
 @runtime_checkable
 class Runner(Protocol):
     """A loaded model on one runtime.
 
-    ``name`` is the runtime ("onnxruntime", "openvino", ...); ``version`` its version;
+    ``name`` is the runtime ("onnxruntime", "openvino", "torch", ...); ``version`` its version;
     ``precision`` and ``device`` say what the runtime really uses (not what was asked for).
     """
 
@@ -31,3 +38,18 @@ class Runner(Protocol):
     def run(self, image: np.ndarray) -> dict[str, np.ndarray]:
         """Outputs by name (``logits``, ``scores``, ``maps``) for a (B,3,S,S) float32 batch."""
         ...
+
+    def info(self) -> dict:
+        """:data:`INFO_KEYS`: name, version, precision and device really used, threads (None where
+        the runtime picks its own) and how the thread count was found."""
+        ...
+
+    def close(self) -> None:
+        """Release what the runner changed or holds (thread settings, sessions)."""
+        ...
+
+
+def runner_info(runner, threads: int | None, threads_source: str, **extra) -> dict:
+    """The :meth:`Runner.info` record of ``runner`` (every runner builds it here, so the keys agree)."""
+    return {"name": runner.name, "version": str(runner.version), "precision": str(runner.precision),
+            "device": str(runner.device), "threads": threads, "threads_source": threads_source, **extra}

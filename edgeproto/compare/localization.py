@@ -6,7 +6,7 @@ Interpretability for Self-Explainable Part-Prototype Networks"), for datasets wi
 
 - a prototype's **box** on an image: a square of side ``72/224·S`` (72 px at the paper's 224-px
   inputs) centred on the argmax of its similarity map upsampled to the input (bicubic, as
-  :func:`edgeproto.eval.explain.upsample_map`), clipped at the image border;
+  :func:`edgeproto.maps.upsample_map`), clipped at the image border;
 - a part is **hit** when its location lies in the box. The paper's parts are keypoints; here a part
   is a mask, and its location is the mask's centroid (for CUB, whose masks are disks around the
   keypoints, that is the keypoint itself);
@@ -30,7 +30,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from edgeproto.eval.explain import upsample_map
+from edgeproto.maps import upsample_map
 
 BOX_FRACTION = 72 / 224
 CONSISTENCY_THRESHOLD = 0.8

@@ -2,7 +2,7 @@
 
 numpy + scipy only (no torch). Both sides are output dicts ``{"logits" (N,C), "scores" (N,M),
 "maps" (N,M,H,W)}`` for the same N inputs; ``last_layer`` (C,M) ranks prototypes by
-``score × weight of the predicted class`` (:mod:`edgeproto.eval.explanations`). Per image:
+``score × weight of the predicted class`` (:mod:`edgeproto.ranking`). Per image:
 
 - ``prediction``: same predicted class;
 - ``top1``: same most-contributing prototype (top-1 prototype agreement);
@@ -11,7 +11,7 @@ numpy + scipy only (no torch). Both sides are output dicts ``{"logits" (N,C), "s
 - for each of the reference's top-k prototypes (the same prototype index on both sides):
   ``map_pearson`` (Pearson of the raw (H,W) maps), ``map_iou`` (IoU of the ≥95th-percentile masks of
   the maps upsampled to the input size, ProtoPNet's "high activation" region), ``box_iou`` (IoU of
-  the two :func:`~edgeproto.eval.explain.high_activation_box` boxes), ``argmax`` (the maps peak in the
+  the two :func:`~edgeproto.maps.high_activation_box` boxes), ``argmax`` (the maps peak in the
   same latent cell: the location the prototype points at), ``argmax_pixel`` (the upsampled maps peak
   at the very same input pixel, a stricter figure that moves with tiny value changes) and
   ``argmax_distance`` (pixels between the upsampled peaks); per image the mean over the k
@@ -27,8 +27,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import kendalltau
 
-from edgeproto.eval.explain import high_activation_box, upsample_map
-from edgeproto.eval.explanations import contributions
+from edgeproto.maps import high_activation_box, upsample_map
+from edgeproto.ranking import contributions
 
 PERCENTILE = 95.0
 DEFAULT_K = 5

@@ -5,25 +5,21 @@ bundle's source checkpoint in PyTorch and the artifact for (target, precision, g
 dataset images, in batches, and reports:
 
 - accuracy of both sides and their prediction agreement;
-- numerical parity of ``logits``, ``scores``, ``maps`` (:func:`edgeproto.eval.parity.tensor_diff` over
+- numerical parity of ``logits``, ``scores``, ``maps`` (:func:`edgeproto.outputs.tensor_diff` over
   all images);
-- explanation fidelity (:mod:`edgeproto.eval.fidelity`: top-1 prototype agreement, top-k overlap,
+- explanation fidelity (:mod:`edgeproto.compare.fidelity`: top-1 prototype agreement, top-k overlap,
   Kendall τ, map Pearson / IoU / argmax agreement) and the images whose explanations differ most;
-- where the data has part masks, localization (:mod:`edgeproto.eval.localization`: pointing game,
+- where the data has part masks, localization (:mod:`edgeproto.compare.localization`: pointing game,
   consistency, stability under N(0, 0.2²) input noise) of both sides, side by side;
-- a verdict per threshold (:mod:`edgeproto.eval.thresholds`), versions, CPU and threads.
+- a verdict per threshold (:mod:`edgeproto.compare.thresholds`), versions, CPU and threads.
 
 :func:`sweep` does this for every precision of every target (compiling missing artifacts with
-:func:`edgeproto.export.compile.compile_bundle`) plus batch-1 latency, in one table. The PyTorch
+:func:`edgeproto.runtimes.compile.compile_bundle`) plus batch-1 latency, in one table. The PyTorch
 reference is computed once and shared by all rows.
 """
 
 from __future__ import annotations
 
-import contextlib
-import importlib.metadata
-import os
-import platform
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,18 +28,22 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeproto.bundle import Bundle, open_bundle, sha256_file
+from edgeproto.bundle import Bundle, open_bundle
+from edgeproto.compare import fidelity as fid
+from edgeproto.compare.localization import LocalizationAccumulator, noisy_inputs
+from edgeproto.compare.options import ValidateOptions
+from edgeproto.compare.thresholds import evaluate, resolve_thresholds
 from edgeproto.data.preprocess import to_input
+from edgeproto.device.explain import as_bundle
+from edgeproto.environment import host_info
 from edgeproto.errors import EdgeprotoError
-from edgeproto.eval import fidelity as fid
-from edgeproto.eval.explain import as_bundle, high_activation_box, runtime_info, upsample_map
-from edgeproto.eval.explanations import contributions, top_prototypes
-from edgeproto.eval.localization import STABILITY_NOISE_STD, LocalizationAccumulator, noisy_inputs
-from edgeproto.eval.parity import compare_outputs
-from edgeproto.eval.thresholds import evaluate, resolve_thresholds
-from edgeproto.eval.verify import _run_batches, _static_batch
+from edgeproto.maps import high_activation_box, upsample_map
+from edgeproto.measure.latency import measure
+from edgeproto.outputs import OUTPUTS, check_shapes, compare_outputs, run_outputs, static_batch
+from edgeproto.progress import progress_bar
+from edgeproto.ranking import contributions, top_prototypes
+from edgeproto.runtimes import RUNTIMES, Runner, artifact_key, get_runtime, load_runner
 
-OUTPUTS = ("logits", "scores", "maps")
 FIGURE_NAMES = {  # threshold name -> fidelity summary key
     "prediction_agreement": "prediction",
     "top1_prototype_agreement": "top1",
@@ -52,11 +52,6 @@ FIGURE_NAMES = {  # threshold name -> fidelity summary key
     "map_pearson": "map_pearson",
     "map_iou": "map_iou",
     "argmax_agreement": "argmax",
-}
-# what sweep() runs per target: (precision, guard)
-SWEEP_CONFIGS: dict[str, tuple[tuple[str, str], ...]] = {
-    "onnxruntime": (("fp32", "prototypes"), ("fp16", "prototypes"), ("int8", "prototypes"), ("int8", "none")),
-    "openvino": (("fp32", "prototypes"), ("bf16", "prototypes"), ("int8", "prototypes"), ("int8", "none")),
 }
 
 
@@ -128,47 +123,7 @@ def select_indices(n: int, limit: int | None) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, int(limit)).round().astype(np.int64))
 
 
-def _check_positive(name: str, value, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise EdgeprotoError(f"{name} must be a whole number of at least 1, got {value!r}")
-
-
 # --------------------------------------------------------------------------- the reference
-
-
-class _Reference:
-    """The bundle's source checkpoint in PyTorch (CPU, eval mode, no grad)."""
-
-    def __init__(self, bundle: Bundle, checkpoint: str | Path | None) -> None:
-        src = bundle.manifest.get("source", {})
-        path = Path(checkpoint) if checkpoint is not None else Path(src.get("checkpoint", ""))
-        if not str(src.get("checkpoint", "")) and checkpoint is None:
-            raise EdgeprotoError(f"bundle {bundle.root}: manifest names no source checkpoint; pass checkpoint=")
-        if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
-            raise EdgeprotoError(
-                f"the bundle's PyTorch reference checkpoint {path} is missing or incomplete (moved or deleted?): "
-                "validate compares the deployed model with it; restore it there or give its new location"
-            )
-        digest = src.get("weights_sha256")
-        if digest and sha256_file(path / "model.safetensors") != digest:
-            raise EdgeprotoError(
-                f"checkpoint {path} is not the one this bundle was exported from (model.safetensors sha256 "
-                "differs from the manifest's source.weights_sha256): re-export the bundle"
-            )
-        import torch
-
-        from edgeproto.train.checkpoint import load_checkpoint
-
-        self.torch = torch
-        self.model, self.config = load_checkpoint(path)
-        self.path = path
-
-    def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        with self.torch.no_grad():
-            out = self.model(self.torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)))
-        return {k: out[k].numpy() for k in OUTPUTS}
 
 
 @dataclass
@@ -185,7 +140,7 @@ class _Context:
     seed: int
     noise_std: float
     has_parts: bool
-    reference: _Reference
+    reference: Runner
     progress: bool
     limit: int | None
     ref_out: dict = field(default_factory=dict)
@@ -207,36 +162,19 @@ class _Context:
         return np.asarray([int(p["class"]) for p in self.bundle.prototypes], dtype=np.int64)
 
 
-@contextlib.contextmanager
-def _bar(enabled: bool, label: str, total: int):
-    """A transient rich progress bar on stderr (stdout stays clean for --json); yields advance(n)."""
-    if not enabled:
-        yield lambda n=1: None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task(label, total=total)
-        yield lambda n=1: bar.advance(task, n)
-
-
-def _prepare(bundle, *, data, split, limit, batch, checkpoint, k, seed, noise_std, progress) -> _Context:
-    _check_positive("limit", limit, allow_none=True)
-    _check_positive("batch", batch)
-    _check_positive("k", k)
+def _prepare(bundle, options: ValidateOptions) -> _Context:
+    options.check()
     bundle = as_bundle(bundle)
-    config = load_data_config(data, bundle)
-    ds = _open_split(config, split, bundle)
-    reference = _Reference(bundle, checkpoint)
-    ids = select_indices(len(ds), limit)
+    config = load_data_config(options.data, bundle)
+    ds = _open_split(config, options.split, bundle)
+    reference = load_runner(bundle, "torch", threads=options.threads, checkpoint=options.checkpoint)
+    ids = select_indices(len(ds), options.limit)
     size = int(bundle.manifest["preprocess"]["image_size"])
     has_parts = ds.part_masks(int(ids[0])) is not None
-    return _Context(bundle=bundle, data_config=config, split=split, ds=ds, ids=ids,
-                    labels=np.asarray(ds.labels)[ids].astype(np.int64), size=size, batch=int(batch), k=int(k),
-                    seed=int(seed), noise_std=float(noise_std), has_parts=has_parts, reference=reference,
-                    progress=progress, limit=limit)
+    return _Context(bundle=bundle, data_config=config, split=options.split, ds=ds, ids=ids,
+                    labels=np.asarray(ds.labels)[ids].astype(np.int64), size=size, batch=options.batch,
+                    k=options.k, seed=options.seed, noise_std=options.noise_std, has_parts=has_parts,
+                    reference=reference, progress=options.progress, limit=options.limit)
 
 
 def _reference_pass(ctx: _Context) -> None:
@@ -246,13 +184,13 @@ def _reference_pass(ctx: _Context) -> None:
     acc = LocalizationAccumulator(ctx.prototype_classes(), ctx.size, part_names=ctx.ds.part_names) \
         if ctx.has_parts else None
     parts: list[dict] = []
-    with _bar(ctx.progress, "reference (PyTorch)", len(ctx.ids)) as advance:
+    with progress_bar(ctx.progress, "reference (PyTorch)", len(ctx.ids)) as advance:
         for start, ids in ctx.batches():
             x = ctx.inputs(ids)
-            out = ctx.reference.run(x)
+            out = run_outputs(ctx.reference, x)
             parts.append(out)
             if acc is not None:
-                noisy = ctx.reference.run(noisy_inputs(x, ids, ctx.noise_std, ctx.seed))["maps"]
+                noisy = run_outputs(ctx.reference, noisy_inputs(x, ids, ctx.noise_std, ctx.seed))["maps"]
                 top1 = top_prototypes(out["logits"], out["scores"], last, 1)[:, 0]
                 acc.add(out["maps"], ctx.masks(ids), ctx.labels[start: start + len(ids)], top1, noisy, ids)
             advance(len(ids))
@@ -264,40 +202,13 @@ def _reference_pass(ctx: _Context) -> None:
 # --------------------------------------------------------------------------- environment
 
 
-def _version(package: str) -> str | None:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (``platform.processor()`` elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith(("model name", "hardware", "cpu model")):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def environment(runner=None, target: str | None = None, threads: int = 0) -> dict:
-    """Versions, CPU and threads, so a report says what produced its numbers."""
-    import torch
-
-    env = {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpu": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "versions": {p: _version(p) for p in ("edgeproto", "numpy", "torch", "onnx", "onnxruntime", "openvino",
-                                              "nncf")},
-        "threads": {"torch": torch.get_num_threads(),
-                    "runtime": int(threads) if threads else "runtime default"},
-    }
+def environment(runner: Runner | None, reference: Runner, threads: int = 0) -> dict:
+    """Host, versions and threads (:func:`edgeproto.environment.host_info`), so a report says what
+    produced its numbers; with the target runner's ``info()`` under ``runtime``."""
+    env = host_info()
+    env["threads"] = {"torch": reference.info()["threads"], "runtime": int(threads) if threads else "runtime default"}
     if runner is not None:
-        env["runtime"] = runtime_info(runner, target)
+        env["runtime"] = runner.info()
     return env
 
 
@@ -305,8 +216,6 @@ def environment(runner=None, target: str | None = None, threads: int = 0) -> dic
 
 
 def _artifact(bundle: Bundle, target: str, precision: str, guard: str) -> str:
-    from edgeproto.runtimes import artifact_key
-
     key = artifact_key(target, precision, guard)
     entry = bundle.manifest.get("compiled", {}).get(key)
     return entry["model"] if entry else bundle.manifest["model"]["file"]
@@ -359,8 +268,8 @@ def _examples(ctx: _Context, act_out: dict, values: dict, worst: list[dict], sam
     return out
 
 
-def _evaluate(ctx: _Context, runner, *, target: str, precision: str, guard: str, limits: dict,
-              device: str | None, threads: int, samples: int, n_worst: int) -> dict:
+def _evaluate(ctx: _Context, runner: Runner, *, target: str, precision: str, guard: str, limits: dict,
+              options: ValidateOptions, samples: int) -> dict:
     """Run ``runner`` on the context's images and compare with the (already computed) reference."""
     t0 = time.perf_counter()
     last = ctx.bundle.last_layer()
@@ -368,23 +277,17 @@ def _evaluate(ctx: _Context, runner, *, target: str, precision: str, guard: str,
         if ctx.has_parts else None
     parts, fid_parts = [], []
     label = f"{target} {precision}" + ("" if guard == "prototypes" else " (no guard)")
-    with _bar(ctx.progress, label, len(ctx.ids)) as advance:
+    with progress_bar(ctx.progress, label, len(ctx.ids)) as advance:
         for start, ids in ctx.batches():
             x = ctx.inputs(ids)
-            out = _run_batches(runner, x, target)
-            for name in OUTPUTS:
-                if out[name].shape != ctx.ref_out[name][start: start + len(ids)].shape:
-                    raise EdgeprotoError(
-                        f"{target} output {name} has shape {list(out[name].shape)}, the PyTorch reference "
-                        f"{list(ctx.ref_out[name][start: start + len(ids)].shape)}: the artifact does not belong "
-                        "to this bundle's checkpoint"
-                    )
+            out = run_outputs(runner, x, target)
+            ref = {k: v[start: start + len(ids)] for k, v in ctx.ref_out.items()}
+            check_shapes(ref, out, target, "the PyTorch reference")
             out = {k: out[k] for k in OUTPUTS}
             parts.append(out)
-            ref = {k: v[start: start + len(ids)] for k, v in ctx.ref_out.items()}
             fid_parts.append(fid.per_image(ref, out, last, k=ctx.k, size=ctx.size))
             if acc is not None:
-                noisy = _run_batches(runner, noisy_inputs(x, ids, ctx.noise_std, ctx.seed), target)["maps"]
+                noisy = run_outputs(runner, noisy_inputs(x, ids, ctx.noise_std, ctx.seed), target)["maps"]
                 acc.add(out["maps"], ctx.masks(ids), ctx.labels[start: start + len(ids)],
                         fid_parts[-1]["act_top1"], noisy, ids)
             advance(len(ids))
@@ -406,7 +309,7 @@ def _evaluate(ctx: _Context, runner, *, target: str, precision: str, guard: str,
             figures[f"{metric}_drop"] = (r - a) if r is not None and a is not None else None
     checks = evaluate(limits, figures)
     failed = [c["name"] for c in checks if c["status"] == "fail"]
-    worst = fid.worst_images(values, ctx.ids, n_worst)
+    worst = fid.worst_images(values, ctx.ids, options.worst)
     classes = list(ctx.bundle.classes)
     for w in worst:
         w["label"] = int(ctx.labels[w["position"]])
@@ -419,13 +322,13 @@ def _evaluate(ctx: _Context, runner, *, target: str, precision: str, guard: str,
         "failed": failed,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "bundle": str(ctx.bundle.root),
-        "checkpoint": str(ctx.reference.path),
+        "checkpoint": str(ctx.reference.checkpoint),
         "model": {"recipe": manifest.get("source", {}).get("recipe"), "family": manifest["model"].get("family"),
                   "classes": classes, "prototypes": len(ctx.bundle.prototypes), "input_size": ctx.size,
                   "part_names": list(ctx.ds.part_names)},
-        "target": {"target": target, "precision": precision, "guard": guard, "device": device,
+        "target": {"target": target, "precision": precision, "guard": guard, "device": options.device,
                    "artifact": _artifact(ctx.bundle, target, precision, guard),
-                   "runtime": runtime_info(runner, target)},
+                   "runtime": {"target": target, **runner.info()}},
         "data": {"config": ctx.data_config, "split": ctx.split, "images": int(len(ctx.ids)),
                  "split_size": int(len(ctx.ds)), "limit": ctx.limit, "batch": ctx.batch},
         "thresholds": dict(limits),
@@ -438,7 +341,7 @@ def _evaluate(ctx: _Context, runner, *, target: str, precision: str, guard: str,
         "localization": loc,
         "worst": worst,
         "examples": _examples(ctx, act_out, values, worst, samples),
-        "environment": environment(runner, target, threads),
+        "environment": environment(runner, ctx.reference, options.threads),
         "timing_s": {"reference": round(ctx.ref_seconds, 3), "target": round(target_seconds, 3)},
     }
 
@@ -449,84 +352,41 @@ def validate_bundle(
     target: str,
     precision: str = "fp32",
     guard: str = "prototypes",
-    data=None,
-    split: str = "test",
-    limit: int | None = None,
-    batch: int = 32,
-    thresholds=None,
-    device: str | None = None,
-    threads: int = 0,
-    checkpoint: str | Path | None = None,
-    k: int = fid.DEFAULT_K,
-    samples: int = 4,
-    worst: int = 4,
-    noise_std: float = STABILITY_NOISE_STD,
-    seed: int = 0,
-    progress: bool = True,
+    options: ValidateOptions | None = None,
 ) -> dict:
     """Compare ``target``'s artifact for (precision, guard) with the PyTorch reference; a JSON-able
     report (plus each example's raw image under ``_raw``, which :mod:`report_html` draws and drops).
 
-    ``data``: a dataset config file/mapping (default: the bundle's); ``split``: ``test`` or ``train``;
-    ``limit``: evaluate that many images, evenly spaced over the split; ``thresholds``: a file or a
-    mapping overriding :func:`~edgeproto.eval.thresholds.default_thresholds`; ``checkpoint``: where
-    the reference checkpoint is if not where the manifest says. ``report["passed"]`` is False when a
-    threshold fails (``report["failed"]`` names them). User mistakes raise EdgeprotoError: a missing
-    or different checkpoint, a split of another model (class count/names/size), an empty split,
-    ``limit`` < 1, an unknown threshold, a missing artifact.
+    :class:`ValidateOptions` say which images (data config, split, limit), thresholds, device,
+    threads, where the reference checkpoint is if not where the manifest says, and how much to
+    show. ``report["passed"]`` is False when a threshold fails (``report["failed"]`` names them).
+    User mistakes raise EdgeprotoError: a missing or different checkpoint, a split of another model
+    (class count/names/size), an empty split, ``limit`` < 1, an unknown threshold, a missing artifact.
     """
-    from edgeproto.runtimes import load_runner
-
-    limits = resolve_thresholds(precision, thresholds)  # fail fast on a bad thresholds file
-    ctx = _prepare(bundle, data=data, split=split, limit=limit, batch=batch, checkpoint=checkpoint, k=k,
-                   seed=seed, noise_std=noise_std, progress=progress)
-    runner = load_runner(ctx.bundle, target, precision, guard, device, threads)
-    _reference_pass(ctx)
-    return _evaluate(ctx, runner, target=target, precision=precision, guard=guard, limits=limits,
-                     device=device, threads=threads, samples=samples, n_worst=worst)
+    options = options or ValidateOptions()
+    limits = resolve_thresholds(precision, options.thresholds)  # fail fast on a bad thresholds file
+    ctx = _prepare(bundle, options)
+    runner = load_runner(ctx.bundle, target, precision, guard, options.device, options.threads)
+    try:
+        _reference_pass(ctx)
+        return _evaluate(ctx, runner, target=target, precision=precision, guard=guard, limits=limits,
+                         options=options, samples=options.samples)
+    finally:
+        runner.close()
+        ctx.reference.close()
 
 
 # --------------------------------------------------------------------------- latency and sweep
 
 
-def measure_latency(run, image: np.ndarray, runs: int = 50, warmup: int = 5) -> dict:
-    """Batch-1 latency of ``run(image)``: median, p90, min and mean in ms over ``runs`` calls."""
-    for _ in range(max(0, warmup)):
-        run(image)
-    times = []
-    for _ in range(max(1, runs)):
-        t0 = time.perf_counter()
-        run(image)
-        times.append((time.perf_counter() - t0) * 1e3)
-    t = np.asarray(times)
-    return {"median_ms": float(np.median(t)), "p90_ms": float(np.percentile(t, 90)), "min_ms": float(t.min()),
-            "mean_ms": float(t.mean()), "runs": len(times)}
-
-
-@contextlib.contextmanager
-def _torch_threads(threads: int):
-    """PyTorch on ``threads`` intra-op threads inside the block (its default when 0), so the
-    reference is timed with the same thread count as the runtimes."""
-    import torch
-
-    before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(int(threads))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def _runner_call(runner, target: str):
-    batch = _static_batch(runner)
-
-    def call(x):
-        if batch and batch > 1:
-            x = np.repeat(x, batch, axis=0)
-        return runner.run(x)
-
-    return call
+def batch1_latency(runner: Runner, image: np.ndarray, options: ValidateOptions) -> dict:
+    """Single-stream batch-1 latency (:func:`edgeproto.measure.latency.measure`: nearest-rank
+    percentiles) of ``runner`` on ``image``, tiled to the artifact's fixed batch when it has one."""
+    batch = static_batch(runner)
+    x = np.repeat(image, batch, axis=0) if batch and batch > 1 else image
+    stats = measure(lambda: runner.run(x), warmup=5, min_queries=options.latency_queries, min_seconds=0.0)
+    stats.pop("window", None)
+    return stats
 
 
 def _row(report: dict, latency: dict | None) -> dict:
@@ -542,108 +402,104 @@ def _row(report: dict, latency: dict | None) -> dict:
         "scores_max_abs": report["parity"]["scores"]["max_abs"], "finite": all(
             report["parity"][n]["finite"] for n in OUTPUTS),
         "passed": report["passed"], "failed": report["failed"],
-        "latency_ms": latency["median_ms"] if latency else None, "latency": latency,
+        "latency_ms": latency["p50_ms"] if latency else None, "latency": latency,
     }
     for metric in ("pointing_game", "consistency", "stability"):
         row[metric] = (loc.get("target") or {}).get(metric)
     return row
 
 
-def sweep(
-    bundle,
-    targets: Sequence[str] = ("onnxruntime", "openvino"),
-    *,
-    data=None,
-    split: str = "test",
-    limit: int | None = None,
-    batch: int = 32,
-    thresholds=None,
-    device: str | None = None,
-    threads: int = 0,
-    checkpoint: str | Path | None = None,
-    k: int = fid.DEFAULT_K,
-    worst: int = 2,
-    latency_runs: int = 50,
-    calib: int = 64,
-    noise_std: float = STABILITY_NOISE_STD,
-    seed: int = 0,
-    progress: bool = True,
-) -> dict:
-    """Validate every precision of every target (:data:`SWEEP_CONFIGS`: fp32, fp16/bf16, int8 with
-    and without the explanation guard), compiling missing artifacts into the bundle, and time
-    batch-1 inference (median of ``latency_runs`` after 5 warm-up runs; ratio vs the target's fp32 and
-    vs PyTorch). ``threads`` > 0 runs every runtime *and* the PyTorch timing on that many threads.
+def sweep_targets() -> list[str]:
+    """The installed runtimes that have sweep rows in the registry (the default of ``--sweep``)."""
+    return [n for n, spec in RUNTIMES.items() if spec.sweep and not spec.missing()]
+
+
+def sweep(bundle, targets: Sequence[str] | None = None, options: ValidateOptions | None = None) -> dict:
+    """Validate every precision of every target (default :func:`sweep_targets`; each runtime's ``sweep`` rows in the registry:
+    fp32, fp16/bf16, int8 with and without the explanation guard), compiling missing artifacts
+    into the bundle, and time batch-1 inference (p50 of ``options.latency_queries`` after 5 warm-up
+    runs; ratio vs the target's fp32 and vs PyTorch). ``options.threads`` > 0 runs every runtime
+    *and* the PyTorch reference on that many threads.
 
     Returns ``{"kind": "sweep", "rows": [...], "reports": [...], "passed": ...}``: ``passed`` gates on
     the deployable rows (guard ``prototypes``); the unguarded int8 rows are there for comparison and
     never fail the sweep. A row whose compile or run fails records its ``error`` (and fails if guarded).
     """
-    from edgeproto.export.compile import compile_bundle
-    from edgeproto.runtimes import artifact_key, load_runner, runner_class
+    from edgeproto.runtimes.compile import compile_bundle
 
-    targets = list(targets)
+    options = options or ValidateOptions()
+    targets = list(targets) if targets is not None else sweep_targets()
     if not targets:
         raise EdgeprotoError("sweep needs at least one target")
     for t in targets:
-        runner_class(t)  # unknown target / runtime not installed: say so before any work
-        if t not in SWEEP_CONFIGS:
-            raise EdgeprotoError(f"no sweep configurations for target {t!r}; known: {', '.join(SWEEP_CONFIGS)}")
-    for precision in {p for t in targets for p, _ in SWEEP_CONFIGS[t]}:
-        resolve_thresholds(precision, thresholds)
-    _check_positive("latency_runs", latency_runs)
-    ctx = _prepare(bundle, data=data, split=split, limit=limit, batch=batch, checkpoint=checkpoint, k=k,
-                   seed=seed, noise_std=noise_std, progress=progress)
+        spec = get_runtime(t)
+        if not spec.sweep:
+            known = [n for n, r in RUNTIMES.items() if r.sweep]
+            raise EdgeprotoError(f"no sweep configurations for target {t!r}; known: {', '.join(known)}")
+        spec.require()  # runtime not installed: say so before any work
+    for precision in {p for t in targets for p, _ in RUNTIMES[t].sweep}:
+        resolve_thresholds(precision, options.thresholds)
+    ctx = _prepare(bundle, options)
+    try:
+        return _sweep(ctx, targets, options, compile_bundle)
+    finally:
+        ctx.reference.close()
+
+
+def _sweep(ctx: _Context, targets: list[str], options: ValidateOptions, compile_bundle) -> dict:
     _reference_pass(ctx)
     image = ctx.inputs(ctx.ids[:1]).astype(np.float32)
-    with _torch_threads(threads):
-        ref_latency = measure_latency(ctx.reference.run, image, latency_runs)
+    ref_latency = batch1_latency(ctx.reference, image, options)
 
     rows, reports = [], []
     for target in targets:
         fp32_ms = None
-        for precision, guard in SWEEP_CONFIGS[target]:
+        for precision, guard in RUNTIMES[target].sweep:
             key = artifact_key(target, precision, guard)
+            runner = None
             try:
                 if precision != "fp32" and key not in ctx.bundle.manifest.get("compiled", {}):
-                    compile_bundle(ctx.bundle.root, target=target, precision=precision, guard=guard, calib=calib,
-                                   device=device, progress=progress)
+                    compile_bundle(ctx.bundle.root, target=target, precision=precision, guard=guard,
+                                   calib=options.calib, device=options.device, progress=options.progress)
                     ctx.bundle = open_bundle(ctx.bundle.root)
-                runner = load_runner(ctx.bundle, target, precision, guard, device, threads)
+                runner = load_runner(ctx.bundle, target, precision, guard, options.device, options.threads)
                 report = _evaluate(ctx, runner, target=target, precision=precision, guard=guard,
-                                   limits=resolve_thresholds(precision, thresholds), device=device, threads=threads,
-                                   samples=0, n_worst=worst)
-                latency = measure_latency(_runner_call(runner, target), image, latency_runs)
-                del runner
+                                   limits=resolve_thresholds(precision, options.thresholds), options=options,
+                                   samples=0)
+                latency = batch1_latency(runner, image, options)
             except EdgeprotoError as exc:
                 rows.append({"target": target, "precision": precision, "guard": guard, "artifact": key,
                              "passed": False, "failed": ["error"], "error": str(exc), "latency_ms": None})
                 reports.append(None)
                 continue
+            finally:
+                if runner is not None:
+                    runner.close()
             row = _row(report, latency)
             if precision == "fp32":
                 fp32_ms = row["latency_ms"]
             row["latency_vs_fp32"] = (row["latency_ms"] / fp32_ms) if fp32_ms else None
-            row["latency_vs_pytorch"] = row["latency_ms"] / ref_latency["median_ms"]
+            row["latency_vs_pytorch"] = row["latency_ms"] / ref_latency["p50_ms"]
             rows.append(row)
             reports.append(report)
     gating = [r for r in rows if r["guard"] == "prototypes"]
-    env = environment(None, None, threads)
-    env["threads"]["latency (PyTorch and runtimes)"] = int(threads) if threads else "each one's default"
+    env = environment(None, ctx.reference, options.threads)
+    env["threads"]["latency (PyTorch and runtimes)"] = int(options.threads) if options.threads else "each one's default"
     return {
         "kind": "sweep",
         "passed": all(r["passed"] for r in gating),
         "failed": [f"{r['target']}-{r['precision']}" for r in gating if not r["passed"]],
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "bundle": str(ctx.bundle.root),
-        "checkpoint": str(ctx.reference.path),
+        "checkpoint": str(ctx.reference.checkpoint),
         "data": {"config": ctx.data_config, "split": ctx.split, "images": int(len(ctx.ids)),
                  "split_size": int(len(ctx.ds)), "limit": ctx.limit},
         "reference": {"accuracy": float((ctx.ref_out["logits"].argmax(1) == ctx.labels).mean()),
-                      "latency": ref_latency, "latency_ms": ref_latency["median_ms"],
+                      "latency": ref_latency, "latency_ms": ref_latency["p50_ms"],
                       "localization": ctx.ref_loc},
         "rows": rows,
         "reports": reports,
         "environment": env,
-        "latency": {"batch": 1, "runs": int(latency_runs), "warmup": 5, "statistic": "median",
-                    "threads": int(threads) if threads else "runtime default"},
+        "latency": {"batch": 1, "queries": int(options.latency_queries), "warmup": 5, "statistic": "p50 (nearest rank)",
+                    "threads": int(options.threads) if options.threads else "runtime default"},
     }

@@ -1,12 +1,10 @@
-"""What ``edgeproto bench`` does, as one plain function (the CLI only parses). No torch at import.
+"""``edgeproto bench``: options, run (:func:`run_bench`), render. No torch at import.
 
-``run_bench(...)`` benchmarks locally (:func:`edgeproto.eval.bench.bench_bundle`; ``--target jetson`` →
-:func:`edgeproto.runtimes.jetson.bench_local`) or, with ``host``, on a board over SSH
-(:func:`edgeproto.runtimes.jetson.bench_remote`), then prints a rich table (progress on stderr while it
+``run_bench(...)`` benchmarks locally (:func:`edgeproto.measure.bench.bench_bundle`; ``--target jetson`` →
+:func:`edgeproto.measure.jetson.bench_local`) or, with ``host``, on a board over SSH
+(:func:`edgeproto.measure.jetson.bench_remote`), then prints a rich table (progress on stderr while it
 runs) or, with ``as_json``, only the JSON report on stdout. User mistakes raise EdgeprotoError.
 
-``python -m edgeproto.eval.bench_cli BUNDLE [options]`` runs the same command without the main CLI
-(wired to ``edgeproto bench`` in :mod:`edgeproto.cli`).
 """
 
 from __future__ import annotations
@@ -15,7 +13,12 @@ import contextlib
 import json
 import sys
 
+import click
+
+from edgeproto.commands.options import device_option, guard_option, json_option, precision_option
 from edgeproto.errors import EdgeprotoError
+from edgeproto.measure.bench import BOARDS, bench_targets
+from edgeproto.runtimes import RUNTIMES
 
 
 def _compare_torch(compare) -> bool:
@@ -72,14 +75,14 @@ def run_bench(
     ``host``: USER@HOST to run on a board over SSH (then ``port``, ``identity``, ``remote_python``,
     ``known_hosts`` apply and ``target`` is what the board runs, normally "jetson").
     """
-    from edgeproto.eval.bench import _check_common, parse_batches
+    from edgeproto.measure.bench import _check_common, parse_batches
 
     sizes = parse_batches(batches) if isinstance(batches, str) else tuple(batches)
     with_torch = _compare_torch(compare)
     _check_common(target, precision, guard, threads, min_queries, min_seconds)
 
     if host:
-        from edgeproto.runtimes.jetson import bench_remote
+        from edgeproto.measure.jetson import bench_remote
 
         if as_json:
             report = bench_remote(bundle, host=host, port=port, identity=identity, remote_python=remote_python,
@@ -98,7 +101,7 @@ def run_bench(
     else:
         if port is not None or identity or known_hosts:
             raise EdgeprotoError("--port, --identity and --known-hosts need --host USER@HOST")
-        from edgeproto.eval.bench import bench_bundle
+        from edgeproto.measure.bench import bench_bundle
 
         with _progress_display(not as_json, min_queries, float(min_seconds)) as tick:
             report = bench_bundle(bundle, target=target, precision=precision, guard=guard, batches=sizes,
@@ -191,3 +194,30 @@ def render(report: dict, console=None) -> None:
         lines.append(f"note: {note}")
     for line in lines:
         console.print(line, highlight=False)
+
+
+@click.command()
+@click.argument("bundle", type=click.Path())
+@click.option("--target", type=click.Choice(bench_targets()), default="onnxruntime", show_default=True,
+              help="; ".join([f"{n}: {s.summary}" for n, s in RUNTIMES.items()]
+                             + [f"{b}: on the board (TensorRT when it has it), with power" for b in BOARDS]))
+@precision_option
+@guard_option
+@click.option("--batches", default="1", show_default=True, help="comma-separated batch sizes, e.g. 1,8,32")
+@click.option("--threads", type=int, default=0, show_default=True, help="0: the runtime's default")
+@click.option("--min-queries", type=int, default=100, show_default=True)
+@click.option("--min-seconds", type=float, default=2.0, show_default=True)
+@click.option("--compare", type=click.Choice(["torch"]), default=None, help="also time the PyTorch reference")
+@device_option
+@click.option("--host", default=None, help="USER@HOST: bench on a board over SSH")
+@click.option("--port", type=int, default=None, help="SSH port (default: your ssh config)")
+@click.option("--identity", type=click.Path(dir_okay=False), default=None, help="SSH private key")
+@click.option("--remote-python", default="python3", show_default=True, help="Python with edgeproto on the board")
+@click.option("--known-hosts", type=click.Path(dir_okay=False), default=None,
+              help="known_hosts file to check the board's host key against")
+@json_option("print the report as JSON")
+def bench(bundle, target, precision, guard, batches, threads, min_queries, min_seconds, compare, device, host,
+          port, identity, remote_python, known_hosts, as_json) -> None:
+    """Single-stream latency (p50/p90/p99), throughput, memory (and power on a Jetson) of a bundle."""
+    sys.exit(run_bench(bundle, target, precision, guard, batches, threads, min_queries, min_seconds, compare,
+                       device, host, port, identity, remote_python, known_hosts, as_json))

@@ -23,8 +23,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from edgeproto import atomic_files
-from edgeproto.eval.explanation_figure import heatmap_overlay
-from edgeproto.eval.thresholds import THRESHOLDS
+from edgeproto.device.figure import heatmap_overlay
+from edgeproto.compare.thresholds import THRESHOLDS
 
 PANEL = 160  # example panels are drawn at least this many pixels wide
 SHOW = 168  # and shown this wide
@@ -307,7 +307,7 @@ def example_card(ex: dict, bundle_root: Path) -> str:
 def environment_section(env: dict, timing: dict | None = None) -> str:
     versions = ", ".join(f"{k} {v}" for k, v in env.get("versions", {}).items() if v)
     rt = env.get("runtime")
-    rows = [["CPU", _e(f"{env.get('cpu')} ({env.get('cpu_count')} logical cores)")],
+    rows = [["CPU", _e(f"{env.get('cpu')} ({env.get('logical_cpus')} logical cores)")],
             ["threads", _e(", ".join(f"{k}: {v}" for k, v in env.get("threads", {}).items()))],
             ["versions", _e(versions)], ["platform", _e(f"{env.get('platform')} · Python {env.get('python')}")]]
     if rt:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeproto.errors import EdgeprotoError
+from edgeproto.runtimes.base import runner_info
 from edgeproto.layers import ONNX_DOMAIN, families
 
 # requested precision -> INFERENCE_PRECISION_HINT (int8 IRs carry their own FakeQuantize ops)
@@ -203,6 +204,17 @@ class OpenVinoRunner:
         request = self._request_for(image.shape[0])
         result = request.infer({0: image})
         return {port.get_any_name(): np.array(result[port]) for port in request.model_outputs}
+
+    def info(self) -> dict:
+        """What OpenVINO really uses: execution device, compiled precision, INFERENCE_NUM_THREADS."""
+        try:
+            return runner_info(self, int(self.compiled.get_property("INFERENCE_NUM_THREADS")), "INFERENCE_NUM_THREADS")
+        except Exception:  # noqa: BLE001 -- devices without the property
+            return runner_info(self, None, "not reported by the device")
+
+    def close(self) -> None:
+        """Drop the per-batch compiled requests."""
+        self._requests.clear()
 
     def _request_for(self, batch: int):
         """An infer request compiled for this batch size (static shapes), cached; at most 8 kept."""

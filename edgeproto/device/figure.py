@@ -18,7 +18,8 @@ from edgeproto import atomic_files
 from edgeproto.bundle import Bundle
 from edgeproto.data.preprocess import load_image, to_raw
 from edgeproto.errors import EdgeprotoError
-from edgeproto.eval.explain import as_bundle, upsample_map
+from edgeproto.device.explain import as_bundle
+from edgeproto.maps import upsample_map
 
 PANEL_PX = 280  # each image panel is drawn at least this many pixels wide
 DPI = 100
@@ -61,7 +62,7 @@ def _patch(bundle: Bundle, rel: str | None, side: int) -> np.ndarray | None:
 
 def render_explanation(bundle: Bundle | str | Path, image_path: str | Path, explanation: dict,
                        out_png: str | Path) -> Path:
-    """Draw ``explanation`` (from :func:`edgeproto.eval.explain.explain_image`) for ``image_path``
+    """Draw ``explanation`` (from :func:`edgeproto.device.explain.explain_image`) for ``image_path``
     into ``out_png`` (written atomically); returns the path."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeproto.errors import EdgeprotoError
+from edgeproto.runtimes.base import runner_info
 
 
 class OnnxRuntimeRunner:
@@ -68,3 +69,13 @@ class OnnxRuntimeRunner:
         names = [o.name for o in self.session.get_outputs()]
         values = self.session.run(names, {self.session.get_inputs()[0].name: np.ascontiguousarray(image, np.float32)})
         return dict(zip(names, values))
+
+    def info(self) -> dict:
+        """What ONNX Runtime really uses: provider, the artifact's precision, intra-op threads."""
+        n = self.session.get_session_options().intra_op_num_threads
+        if n:
+            return runner_info(self, n, "intra_op_num_threads")
+        return runner_info(self, None, "ONNX Runtime default (one per physical core)")
+
+    def close(self) -> None:
+        """Nothing to restore: the session is freed with the runner."""

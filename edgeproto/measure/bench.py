@@ -2,7 +2,7 @@
 
 :func:`bench_bundle` loads the bundle's artifact for (target, precision, guard) with
 :func:`edgeproto.runtimes.load_runner`, times it per batch size with
-:func:`edgeproto.eval.latency.measure` (warm-up, then ≥ ``min_queries`` queries and ≥ ``min_seconds``)
+:func:`edgeproto.measure.latency.measure` (warm-up, then ≥ ``min_queries`` queries and ≥ ``min_seconds``)
 on the bundle's golden images (tiled to the batch size), and records the load time, the peak RSS of
 the phase and what the runtime really used (version, device, precision, threads).
 
@@ -12,10 +12,10 @@ With ``compare_torch=True`` the PyTorch reference (the checkpoint in
 gets ``speedup_vs_torch`` = torch p50 / target p50 (and the same for p90): > 1 means the target is
 faster. Absolute numbers from different runs or machines are not comparable; the ratio is.
 
-Targets: the runtimes in :data:`edgeproto.runtimes.TARGETS`, ``"torch"`` (the reference alone),
-``"tensorrt"`` (a TensorRT runtime when one is installed, else ONNX Runtime's
-TensorrtExecutionProvider, else a clear error) and ``"jetson"`` (see
-:mod:`edgeproto.runtimes.jetson`: TensorRT or ONNX Runtime plus tegrastats power, on a Jetson).
+Targets: the runtimes of the registry (:data:`edgeproto.runtimes.RUNTIMES`, ``"torch"`` being the
+reference alone) and the boards of :data:`BOARDS` (``"jetson"``, see :mod:`edgeproto.measure.jetson`:
+TensorRT or ONNX Runtime plus tegrastats power, on a Jetson). ONNX Runtime's TensorRT execution
+provider is ``--target onnxruntime --device TENSORRT``.
 
 This module imports torch only for the reference, so the device side can use it without torch.
 """
@@ -23,8 +23,6 @@ This module imports torch only for the reference, so the device side can use it 
 from __future__ import annotations
 
 import importlib.util
-import os
-import platform
 import sys
 import time
 from datetime import datetime, timezone
@@ -33,18 +31,19 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from edgeproto import __version__
 from edgeproto.bundle import Bundle, open_bundle
+from edgeproto.environment import host_info
 from edgeproto.errors import EdgeprotoError
-from edgeproto.eval.latency import MemoryWindow, measure
-from edgeproto.runtimes import GUARDS, PRECISIONS, TARGETS, load_runner
+from edgeproto.measure.latency import MemoryWindow, measure
+from edgeproto.runtimes import GUARDS, PRECISIONS, RUNTIMES, load_runner
 
-EXTRA_TARGETS = ("torch", "tensorrt", "jetson")
+BOARDS = ("jetson",)  # bench targets that are a board (its runtime chosen there), not a runtime
 Progress = Callable[[str, int, float], None]  # (label, queries done, measured seconds)
 
 
-def known_targets() -> list[str]:
-    return [*TARGETS, *EXTRA_TARGETS]
+def bench_targets() -> list[str]:
+    """Every ``--target`` bench takes: the registry's runtimes, then the boards."""
+    return [*RUNTIMES, *BOARDS]
 
 
 # --------------------------------------------------------------------------- argument checks
@@ -79,8 +78,8 @@ def parse_batches(text: str) -> tuple[int, ...]:
 
 
 def _check_common(target: str, precision: str, guard: str, threads, min_queries, min_seconds) -> None:
-    if target not in known_targets():
-        raise EdgeprotoError(f"unknown target {target!r}; known: {', '.join(known_targets())}")
+    if target not in bench_targets():
+        raise EdgeprotoError(f"unknown target {target!r}; known: {', '.join(bench_targets())}")
     if precision not in PRECISIONS:
         raise EdgeprotoError(f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}")
     if guard not in GUARDS:
@@ -104,123 +103,6 @@ def bench_inputs(bundle: Bundle, batch: int) -> np.ndarray:
     return np.ascontiguousarray(images[np.arange(batch) % len(images)], dtype=np.float32)
 
 
-def tensorrt_runner(bundle: Bundle, precision: str, guard: str, device: str | None, threads: int):
-    """``(runner, how)`` for target tensorrt: an edgeproto TensorRT runtime if one is registered and
-    installed, else ONNX Runtime's TensorrtExecutionProvider, else a clear EdgeprotoError."""
-    if "tensorrt" in TARGETS:
-        module, _, package, _ = TARGETS["tensorrt"]
-        if importlib.util.find_spec(package) is not None:
-            return load_runner(bundle, "tensorrt", precision, guard, device, threads), f"{module}"
-    providers: list[str] = []
-    if importlib.util.find_spec("onnxruntime") is not None:
-        import onnxruntime
-
-        providers = list(onnxruntime.get_available_providers())
-    if "TensorrtExecutionProvider" in providers:
-        runner = load_runner(bundle, "onnxruntime", precision, guard, "TENSORRT", threads)
-        return runner, "ONNX Runtime TensorrtExecutionProvider"
-    raise EdgeprotoError(
-        "target 'tensorrt' is not available here: TensorRT is not installed (no TensorRT runtime in edgeproto "
-        f"and ONNX Runtime has no TensorrtExecutionProvider; its providers: {', '.join(providers) or 'none'}). "
-        "Use --target onnxruntime or openvino, or --target jetson on a Jetson"
-    )
-
-
-def runner_threads(runner) -> tuple[int | None, str]:
-    """(threads the runtime uses, how that was found) — None where the runtime picks its own."""
-    session = getattr(runner, "session", None)
-    if session is not None:  # ONNX Runtime
-        n = session.get_session_options().intra_op_num_threads
-        return (n, "intra_op_num_threads") if n else (None, "ONNX Runtime default (one per physical core)")
-    compiled = getattr(runner, "compiled", None)
-    if compiled is not None:  # OpenVINO
-        try:
-            return int(compiled.get_property("INFERENCE_NUM_THREADS")), "INFERENCE_NUM_THREADS"
-        except Exception:  # devices without the property
-            return None, "not reported by the device"
-    return None, "not reported"
-
-
-def runtime_info(runner) -> dict:
-    threads, how = runner_threads(runner)
-    return {"name": runner.name, "version": str(runner.version), "device": runner.device,
-            "precision": runner.precision, "threads": threads, "threads_source": how}
-
-
-def host_info() -> dict:
-    """What the numbers were measured on."""
-    cpu = platform.processor() or None
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.lower().startswith(("model name", "hardware")):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        usable = os.cpu_count()
-    return {"machine": platform.machine(), "system": platform.system(), "release": platform.release(),
-            "cpu": cpu, "logical_cpus": os.cpu_count(), "usable_cpus": usable,
-            "python": platform.python_version(), "numpy": np.__version__, "edgeproto": __version__}
-
-
-# --------------------------------------------------------------------------- torch reference
-
-
-class TorchReference:
-    """The bundle's PyTorch checkpoint, ready to time: ``run(x)`` is one eager no-grad forward."""
-
-    name = "torch"
-    precision = "fp32"
-    device = "cpu"
-
-    def __init__(self, bundle: Bundle, threads: int = 0) -> None:
-        checkpoint = bundle.manifest.get("source", {}).get("checkpoint")
-        if not checkpoint:
-            raise EdgeprotoError(f"bundle {bundle.root} does not name its source checkpoint: no PyTorch reference")
-        if importlib.util.find_spec("torch") is None:
-            raise EdgeprotoError("the PyTorch reference needs torch, which is not installed: pip install 'edgeproto[train]'")
-        t0 = time.perf_counter()
-        import torch
-
-        from edgeproto.train.checkpoint import load_checkpoint
-
-        self.import_s = time.perf_counter() - t0
-        self.torch = torch
-        self.previous_threads = torch.get_num_threads()
-        if threads:
-            torch.set_num_threads(int(threads))
-        t0 = time.perf_counter()
-        try:
-            self.model, _ = load_checkpoint(checkpoint)
-        except EdgeprotoError as exc:
-            self.restore()
-            raise EdgeprotoError(f"PyTorch reference for {bundle.root}: {exc}") from None
-        self.model.eval()
-        self.load_s = time.perf_counter() - t0
-        self.checkpoint = str(checkpoint)
-        self.version = torch.__version__
-        self.threads = torch.get_num_threads()
-
-    def prepare(self, x: np.ndarray):
-        return self.torch.from_numpy(np.ascontiguousarray(x))
-
-    def run(self, x) -> dict:
-        with self.torch.no_grad():
-            return self.model(x)
-
-    def restore(self) -> None:
-        self.torch.set_num_threads(self.previous_threads)
-
-    def info(self) -> dict:
-        return {"name": "torch", "version": self.version, "device": "cpu", "precision": "fp32",
-                "threads": self.threads, "threads_source": "torch.get_num_threads", "mode": "eager, eval, no_grad",
-                "checkpoint": self.checkpoint}
-
-
 # --------------------------------------------------------------------------- timing
 
 
@@ -235,9 +117,12 @@ def _time_batches(label: str, fn_for: Callable[[int], Callable[[], object]], bat
     return results
 
 
-def _logits(out) -> np.ndarray:
-    value = out["logits"]
-    return value.detach().numpy() if hasattr(value, "detach") else np.asarray(value)
+def _runtime_record(runner, load_total_s: float) -> dict:
+    """``runner.info()`` plus the load times (the PyTorch reference also reports import and load)."""
+    record = runner.info()
+    if hasattr(runner, "import_s"):
+        record.update(import_s=runner.import_s, load_s=runner.load_s, load_total_s=load_total_s)
+    return record
 
 
 def bench_bundle(
@@ -268,7 +153,7 @@ def bench_bundle(
     _check_common(target, precision, guard, threads, min_queries, min_seconds)
     sizes = check_batches(batches)
     if target == "jetson":
-        from edgeproto.runtimes.jetson import bench_local
+        from edgeproto.measure.jetson import bench_local
 
         return bench_local(bundle, precision=precision, guard=guard, batches=sizes, threads=threads,
                            min_queries=min_queries, min_seconds=min_seconds, compare_torch=compare_torch,
@@ -284,6 +169,8 @@ def bench_bundle(
         if not checkpoint or not Path(checkpoint).is_dir():
             raise EdgeprotoError(f"the PyTorch reference of {opened.root} is its source checkpoint {checkpoint!r}, "
                                  "which is not here (bench without --compare torch, or on the training machine)")
+    if target != "torch":
+        RUNTIMES[target].require()
     inputs = {b: bench_inputs(opened, b) for b in sizes}
     common = dict(warmup=warmup, min_queries=min_queries, min_seconds=min_seconds, progress=progress)
 
@@ -303,44 +190,33 @@ def bench_bundle(
     runner = None
     reference = None
     try:
-        if target != "torch":
-            with MemoryWindow() as mem:
-                t0 = time.perf_counter()
-                if target == "tensorrt":
-                    runner, how = tensorrt_runner(opened, precision, guard, device, threads)
-                    report["notes"].append(f"tensorrt via {how}")
-                else:
-                    runner = load_runner(opened, target, precision, guard, device, threads)
-                load_s = time.perf_counter() - t0
-                stats = _time_batches(target, lambda b: (lambda x=inputs[b]: runner.run(x)), sizes, **common)
-            report.update(runtime=runtime_info(runner), load_s=load_s, memory=mem.result())
-            report["batches"] = [{"batch": b, "latency": s} for b, s in zip(sizes, stats)]
+        with MemoryWindow() as mem:
+            t0 = time.perf_counter()
+            runner = load_runner(opened, target, precision, guard, device, threads)
+            load_s = time.perf_counter() - t0
+            stats = _time_batches(target, lambda b: (lambda x=inputs[b]: runner.run(x)), sizes, **common)
+        report.update(runtime=_runtime_record(runner, load_s), load_s=load_s, memory=mem.result())
+        report["batches"] = [{"batch": b, "latency": s} for b, s in zip(sizes, stats)]
 
-        if target == "torch" or compare_torch:
+        if compare_torch and target != "torch":
             with MemoryWindow() as tmem:
                 t0 = time.perf_counter()
-                reference = TorchReference(opened, threads)
+                reference = load_runner(opened, "torch", threads=threads)
                 t_load = time.perf_counter() - t0
-                tensors = {b: reference.prepare(x) for b, x in inputs.items()}
-                tstats = _time_batches("torch", lambda b: (lambda x=tensors[b]: reference.run(x)), sizes, **common)
-            tinfo = {**reference.info(), "import_s": reference.import_s, "load_s": reference.load_s,
-                     "load_total_s": t_load, "memory": tmem.result()}
-            if target == "torch":
-                report.update(runtime=tinfo, load_s=reference.load_s, memory=tmem.result())
-                report["batches"] = [{"batch": b, "latency": s} for b, s in zip(sizes, tstats)]
-            else:
-                report["torch"] = tinfo
-                for row, ts in zip(report["batches"], tstats):
-                    lat = row["latency"]
-                    row["torch"] = ts
-                    row["speedup_vs_torch"] = {"p50": ts["p50_ms"] / lat["p50_ms"], "p90": ts["p90_ms"] / lat["p90_ms"]}
-                    x = inputs[row["batch"]]
-                    row["max_abs_logits_vs_torch"] = float(
-                        np.abs(_logits(runner.run(x)).astype(np.float64) - _logits(reference.run(tensors[row["batch"]]))).max()
-                    )
+                tstats = _time_batches("torch", lambda b: (lambda x=inputs[b]: reference.run(x)), sizes, **common)
+            report["torch"] = {**_runtime_record(reference, t_load), "memory": tmem.result()}
+            for row, ts in zip(report["batches"], tstats):
+                lat = row["latency"]
+                row["torch"] = ts
+                row["speedup_vs_torch"] = {"p50": ts["p50_ms"] / lat["p50_ms"], "p90": ts["p90_ms"] / lat["p90_ms"]}
+                x = inputs[row["batch"]]
+                row["max_abs_logits_vs_torch"] = float(
+                    np.abs(runner.run(x)["logits"].astype(np.float64) - reference.run(x)["logits"]).max()
+                )
     finally:
-        if reference is not None:
-            reference.restore()
+        for r in (runner, reference):
+            if r is not None:
+                r.close()
 
     if not keep_windows:
         for row in report["batches"]:

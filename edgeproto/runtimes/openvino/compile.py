@@ -1,6 +1,6 @@
-"""OpenVINO artifacts for :func:`edgeproto.export.compile.compile_bundle` (no torch).
+"""OpenVINO artifacts for :func:`edgeproto.runtimes.compile.compile_bundle` (no torch).
 
-The bundle's ONNX model is read with :func:`edgeproto.runtimes.openvino_runner.read_model` (its
+The bundle's ONNX model is read with :func:`edgeproto.runtimes.openvino.runner.read_model` (its
 ``ConversionExtension`` maps each ``edgeproto::<OpType>`` node to OpenVINO ops, since OpenVINO's ONNX
 frontend does not expand model-local functions) and saved as IR ``model.xml`` + ``model.bin`` with
 ``compress_to_fp16=False`` (``ov.save_model`` would otherwise store fp16 weights).
@@ -30,7 +30,7 @@ import onnx
 from edgeproto.bundle import Bundle
 from edgeproto.errors import EdgeprotoError
 
-__all__ = ["build", "guard_violations", "prototype_ops", "runner"]
+__all__ = ["build", "guard_violations", "prototype_ops"]
 
 HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
 _SKIP = ("Constant", "Parameter", "Result")
@@ -134,7 +134,7 @@ def _quiet_nncf(progress: bool):
 
 
 def _feature_input(bundle: Bundle) -> str:
-    from edgeproto.export.compile_onnxruntime import feature_input
+    from edgeproto.runtimes.onnxruntime.compile import feature_input
 
     try:
         model = onnx.load(bundle.path(bundle.manifest["model"]["file"]), load_external_data=False)
@@ -148,7 +148,7 @@ def build(bundle: Bundle, out_dir: Path, *, precision: str, guard: str, calibrat
     """Write ``out_dir/model.xml`` (+ ``.bin``) for ``precision``; return the manifest entry's fields."""
     import openvino as ov
 
-    from edgeproto.runtimes.openvino_runner import read_model
+    from edgeproto.runtimes.openvino.runner import read_model
 
     z = _feature_input(bundle)
     model = read_model(bundle.path(bundle.manifest["model"]["file"]))
@@ -193,9 +193,3 @@ def build(bundle: Bundle, out_dir: Path, *, precision: str, guard: str, calibrat
         raise EdgeprotoError("the explanation guard did not hold: " + "; ".join(problems))
     entry["prototype_nodes_fp32"] = kept
     return entry
-
-
-def runner(path: Path, entry: dict, device: str | None = None):
-    from edgeproto.runtimes.openvino_runner import OpenVinoRunner
-
-    return OpenVinoRunner(path, precision=entry["inference_precision"], device=device)

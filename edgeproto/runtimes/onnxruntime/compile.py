@@ -1,4 +1,4 @@
-"""ONNX Runtime artifacts for :func:`edgeproto.export.compile.compile_bundle` (no torch).
+"""ONNX Runtime artifacts for :func:`edgeproto.runtimes.compile.compile_bundle` (no torch).
 
 - ``fp32``: the model after ONNX Runtime's *basic* graph optimisations, saved offline
   (``SessionOptions.optimized_model_filepath``). Basic rewrites are hardware independent and use
@@ -34,9 +34,10 @@ import onnx.shape_inference
 
 from edgeproto.bundle import Bundle
 from edgeproto.errors import EdgeprotoError
-from edgeproto.export.onnx_graph import OUTPUT_NAMES, prototype_nodes
+from edgeproto.layers import prototype_nodes
+from edgeproto.outputs import OUTPUTS
 
-__all__ = ["build", "guard_violations", "prototype_subgraph", "runner"]
+__all__ = ["build", "guard_violations", "prototype_subgraph"]
 
 _QDQ = ("QuantizeLinear", "DequantizeLinear")
 _NOT_BOUNDARY = ("Conv", "ConvTranspose", "Gemm", "MatMul") + _QDQ
@@ -312,7 +313,7 @@ def _fp16(model: onnx.ModelProto, guarded: list[str] | None) -> onnx.ModelProto:
 
 class _Reader:
     """An ``onnxruntime.quantization.CalibrationDataReader`` (it has ``get_next``) over
-    :class:`~edgeproto.export.compile.CalibrationImages`."""
+    :class:`~edgeproto.runtimes.compile.CalibrationImages`."""
 
     def __init__(self, images, input_name: str) -> None:
         self.images, self.input_name = images, input_name
@@ -387,14 +388,8 @@ def build(bundle: Bundle, out_dir: Path, *, precision: str, guard: str, calibrat
     problems = guard_violations(result, kept)
     if problems:
         raise EdgeprotoError("the explanation guard did not hold: " + "; ".join(problems))
-    missing = [n for n in OUTPUT_NAMES if n not in {o.name for o in result.graph.output}]
+    missing = [n for n in OUTPUTS if n not in {o.name for o in result.graph.output}]
     if missing:
         raise EdgeprotoError(f"the compiled model lost outputs {missing}")
     entry["prototype_nodes_fp32"] = kept
     return entry
-
-
-def runner(path: Path, entry: dict, device: str | None = None):
-    from edgeproto.runtimes.onnxruntime_runner import OnnxRuntimeRunner
-
-    return OnnxRuntimeRunner(path, precision=entry["precision"], device=device)

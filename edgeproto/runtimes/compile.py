@@ -31,7 +31,6 @@ error never leaves a half-written bundle.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import os
 import shutil
@@ -44,21 +43,12 @@ import numpy as np
 from edgeproto import atomic_files
 from edgeproto.bundle import MANIFEST, Bundle, open_bundle, sha256_file
 from edgeproto.errors import EdgeprotoError
-from edgeproto.runtimes import GUARDS, PRECISIONS, TARGETS, artifact_key
+from edgeproto.outputs import OUTPUTS, check_shapes, compare_golden, golden_tolerance, run_outputs
+from edgeproto.progress import progress_bar
+from edgeproto.runtimes.registry import RUNTIMES, RuntimeSpec, artifact_key, check_guard, get_runtime
 
-__all__ = ["SUPPORTED", "CalibrationImages", "compile_bundle", "golden_check"]
+__all__ = ["CalibrationImages", "compile_bundle", "golden_check"]
 
-# target -> precisions it can compile to
-SUPPORTED: dict[str, tuple[str, ...]] = {
-    "onnxruntime": ("fp32", "fp16", "int8"),
-    "openvino": ("fp32", "bf16", "fp16", "int8"),
-}
-# python packages each (target, precision) needs, and the pip extra that installs them
-_NEEDS: dict[str, tuple[tuple[str, ...], str]] = {
-    "onnxruntime": (("onnxruntime",), "onnxruntime"),
-    "openvino": (("openvino",), "edgeproto[openvino]"),
-    "openvino-int8": (("openvino", "nncf"), "edgeproto[openvino]"),
-}
 CALIBRATION_SEED = 0
 
 
@@ -99,7 +89,7 @@ class CalibrationImages:
         return np.ascontiguousarray(x, dtype=np.float32)[None]
 
     def __iter__(self):
-        with _progress(self.progress, self.label, len(self)) as advance:
+        with progress_bar(self.progress, self.label, len(self)) as advance:
             for i in self.indices:
                 yield self.image(i)
                 advance()
@@ -124,48 +114,20 @@ class _Quiet:
             yield self.images.image(i)
 
 
-@contextlib.contextmanager
-def _progress(enabled: bool, label: str, total: int):
-    """A rich progress bar (or nothing); yields the function that advances it by one."""
-    if not enabled:
-        yield lambda: None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  transient=True) as bar:
-        task = bar.add_task(label, total=total)
-        yield lambda: bar.advance(task)
-
-
 # --------------------------------------------------------------------------- checks
 
 
-def _check_request(target: str, precision: str, guard: str, calib) -> None:
-    if target not in TARGETS:
-        raise EdgeprotoError(f"unknown target {target!r}; known: {', '.join(TARGETS)}")
-    if target not in SUPPORTED:
-        raise EdgeprotoError(f"edgeproto cannot compile for {target!r} yet (compilable: {', '.join(SUPPORTED)})")
-    if precision not in PRECISIONS:
-        raise EdgeprotoError(f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}")
-    if precision not in SUPPORTED[target]:
-        why = {("onnxruntime", "bf16"): " (ONNX Runtime has no bf16 kernels for these ops on CPU; use fp16, "
-                                        "or target openvino, whose bf16 is an inference-precision hint)"}
-        raise EdgeprotoError(
-            f"precision {precision!r} is not supported by target {target!r}"
-            f"{why.get((target, precision), '')}; supported: {', '.join(SUPPORTED[target])}"
-        )
-    if guard not in GUARDS:
-        raise EdgeprotoError(f"unknown guard {guard!r}; known: {', '.join(GUARDS)}")
+def _check_request(target: str, precision: str, guard: str, calib) -> RuntimeSpec:
+    spec = get_runtime(target)
+    compilable = [n for n, r in RUNTIMES.items() if not r.host_only]
+    if spec.host_only:
+        raise EdgeprotoError(f"edgeproto cannot compile for {target!r} (compilable: {', '.join(compilable)})")
+    spec.check_precision(precision)
+    check_guard(guard)
     if isinstance(calib, bool) or not isinstance(calib, (int, np.integer)) or calib < 1:
         raise EdgeprotoError(f"calib must be a whole number of images, at least 1 (got {calib!r})")
-    packages, extra = _NEEDS[f"{target}-{precision}" if f"{target}-{precision}" in _NEEDS else target]
-    missing = [p for p in packages if importlib.util.find_spec(p) is None]
-    if missing:
-        raise EdgeprotoError(
-            f"compiling for {target} {precision} needs {', '.join(missing)}, which is not installed: "
-            f"pip install '{extra}'"
-        )
+    spec.require(precision, compiling=True)
+    return spec
 
 
 def _open(bundle_path) -> Bundle:
@@ -179,35 +141,18 @@ def _open(bundle_path) -> Bundle:
     return bundle
 
 
-def golden_check(bundle: Bundle, runner) -> dict:
-    """Run the golden inputs through ``runner``: largest differences and top-1/top-5 prototype agreement."""
-    from edgeproto.eval.explanations import top_prototypes
-
+def golden_check(bundle: Bundle, runner, precision: str = "fp32") -> dict:
+    """The golden inputs through ``runner`` against the stored PyTorch outputs (:func:`compare_golden`)."""
     golden = bundle.golden()
-    try:
-        out = runner.run(golden["image"])
-    except EdgeprotoError:
-        raise
-    except Exception as exc:
-        raise EdgeprotoError(f"the compiled model does not run the golden inputs: {exc}") from None
-    last = bundle.last_layer()
-    diffs = {}
-    for name in ("logits", "scores", "maps"):
-        if name not in out or out[name].shape != golden[name].shape:
-            raise EdgeprotoError(f"the compiled model's output {name!r} is missing or has the wrong shape")
-        diff = float(np.abs(out[name].astype(np.float64) - golden[name]).max()) if out[name].size else 0.0
-        diffs[name] = diff if np.isfinite(diff) else None  # None: inf/nan outputs (see "finite")
-    ref = top_prototypes(golden["logits"], golden["scores"], last, 5)
-    act = top_prototypes(out["logits"], out["scores"], last, 5)
-    k = ref.shape[1]
-    return {
-        "images": int(len(golden["image"])),
-        "max_abs": diffs,
-        "finite": bool(all(np.isfinite(out[n]).all() for n in ("logits", "scores", "maps"))),
-        "top1_prototype_agreement": float((ref[:, 0] == act[:, 0]).mean()),
-        "top5_prototype_overlap": float(np.mean([len(set(a) & set(b)) / k for a, b in zip(ref, act)])),
-        "class_agreement": float((golden["logits"].argmax(1) == out["logits"].argmax(1)).mean()),
-    }
+    out = run_outputs(runner, golden["image"])
+    check_shapes(golden, out, "the compiled model's", "the golden reference")
+    tol = golden_tolerance(precision)
+    check = compare_golden({k: golden[k] for k in OUTPUTS}, out, bundle.last_layer(), atol=tol["atol"], rtol=tol["rtol"])
+    check["min_agreement"] = tol["min_agreement"]
+    check["passed"] = (all(d["within_tolerance"] for d in check["diffs"].values())
+                       and check["top1_prototype_agreement"] >= tol["min_agreement"])
+    check["max_abs"] = {n: (d["max_abs"] if np.isfinite(d["max_abs"]) else None) for n, d in check["diffs"].items()}
+    return check
 
 
 # --------------------------------------------------------------------------- install
@@ -296,18 +241,14 @@ def compile_bundle(
     leaves the bundle unchanged) on a bad request, a missing runtime, a corrupt bundle, an
     empty train split, or an artifact that does not run.
     """
-    _check_request(target, precision, guard, calib)
+    spec = _check_request(target, precision, guard, calib)
     bundle = _open(bundle_path)
     key = artifact_key(target, precision, guard)
     calibration = None
     if precision == "int8":
         calibration = CalibrationImages(bundle.manifest["data"], int(calib), progress=progress)
 
-    if target == "onnxruntime":
-        from edgeproto.export import compile_onnxruntime as backend
-    else:
-        from edgeproto.export import compile_openvino as backend
-
+    backend = spec.compiler()
     stage = Path(tempfile.mkdtemp(prefix=f".{bundle.root.name}.compile-{key}.", dir=_staging_parent(bundle.root)))
     try:
         built = stage / key
@@ -317,9 +258,11 @@ def compile_bundle(
                                    progress=progress))
         if calibration is not None:
             entry["calibration"] = calibration.record()
-        runner = backend.runner(built / Path(entry["model"]).name, entry, device=device)
-        entry["check"] = golden_check(bundle, runner)
+        runner = spec.runner_class()(built / Path(entry["model"]).name,
+                                     precision=entry.get("inference_precision", precision), device=device)
+        entry["check"] = golden_check(bundle, runner, precision)
         entry["runtime"] = {"name": runner.name, "version": runner.version, "device": runner.device}
+        runner.close()
         del runner
         entry["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         return _install(bundle, key, built, entry)

@@ -1,4 +1,4 @@
-"""What ``edgeproto validate`` does, as one plain function (the click command only parses).
+"""``edgeproto validate``: options, run (:func:`run_validate`), render.
 
 User mistakes raise EdgeprotoError (the CLI prints one ``error:`` line and exits 2); otherwise the
 exit code is 0 when every threshold passes and 1 when one fails (a CI gate).
@@ -7,15 +7,28 @@ exit code is 0 when every threshold passes and 1 when one fails (a CI gate).
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import click
+
+from edgeproto.commands.options import (
+    console,
+    device_option,
+    guard_option,
+    json_option,
+    precision_option,
+    target_option,
+)
 from edgeproto.errors import EdgeprotoError
 
 
 def _targets(target: str | None, targets) -> list[str]:
     if targets is None or (not isinstance(targets, str) and len(targets) == 0):
-        return [target] if target else ["onnxruntime", "openvino"]
+        from edgeproto.compare.validate import sweep_targets
+
+        return [target] if target else sweep_targets()
     if isinstance(targets, str):
         targets = targets.split(",")
     out = [t.strip() for t in targets if t and t.strip()]
@@ -24,18 +37,10 @@ def _targets(target: str | None, targets) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def _console():
-    from rich.console import Console
-
-    console = Console()
-    # piped / captured output has no terminal width: do not squash the wide tables into 80 columns
-    return console if console.is_terminal else Console(width=160)
-
-
 def _print_validate(report: dict, paths: dict | None) -> None:
     from rich.table import Table
 
-    from edgeproto.eval.report_html import fmt
+    from edgeproto.compare.report_html import fmt
 
     t, rt = report["target"], report["target"]["runtime"]
     table = Table(title=f"{t['target']} {t['precision']}{'' if t['guard'] == 'prototypes' else ' (no guard)'} vs "
@@ -48,23 +53,23 @@ def _print_validate(report: dict, paths: dict | None) -> None:
         op = "≥" if c["direction"] == "min" else "≤"
         table.add_row(c["name"], "—" if c["limit"] is None else f"{op} {fmt(c['limit'])}", fmt(c["value"]),
                       style[c["status"]])
-    console = _console()
-    console.print(table)
+    out = console()
+    out.print(table)
     a, f = report["accuracy"], report["fidelity"]
-    console.print(f"accuracy: reference {a['reference']:.4f}, target {a['target']:.4f}; top-1 prototype agreement "
+    out.print(f"accuracy: reference {a['reference']:.4f}, target {a['target']:.4f}; top-1 prototype agreement "
                   f"{f['top1']:.4f}; map IoU {f['map_iou']:.4f}")
     loc = report.get("localization")
     if loc:
         r, g = loc["reference"], loc["target"]
-        console.print("localization (reference → target): " + ", ".join(
+        out.print("localization (reference → target): " + ", ".join(
             f"{k.replace('_', ' ')} {fmt(r[k])} → {fmt(g[k])}" for k in ("pointing_game", "consistency", "stability")))
-    _print_footer(console, report, paths)
+    _print_footer(out, report, paths)
 
 
 def _print_sweep(result: dict, paths: dict | None) -> None:
     from rich.table import Table
 
-    from edgeproto.eval.report_html import fmt
+    from edgeproto.compare.report_html import fmt
 
     d = result["data"]
     table = Table(title=f"validate sweep on {d['images']} {d['split']} images (PyTorch accuracy "
@@ -84,22 +89,22 @@ def _print_sweep(result: dict, paths: dict | None) -> None:
                       fmt(r["map_iou"]), fmt(r["pointing_game"]), fmt(r["consistency"]), fmt(r["stability"]),
                       f"{r['latency_ms']:.3f}", fmt(r.get("latency_vs_fp32")),
                       verdict + ("" if r["guard"] == "prototypes" else " [dim]not gated[/]"))
-    console = _console()
-    console.print(table)
+    out = console()
+    out.print(table)
     for r in result["rows"]:
         if r.get("failed") and "error" not in r:
-            console.print(f"{r['target']} {r['precision']}{'' if r['guard'] == 'prototypes' else ' (no guard)'} "
+            out.print(f"{r['target']} {r['precision']}{'' if r['guard'] == 'prototypes' else ' (no guard)'} "
                           f"failed: {', '.join(r['failed'])}")
-    _print_footer(console, result, paths)
+    _print_footer(out, result, paths)
 
 
-def _print_footer(console, result: dict, paths: dict | None) -> None:
+def _print_footer(out, result: dict, paths: dict | None) -> None:
     if result["passed"]:
-        console.print("[bold green]PASSED[/]")
+        out.print("[bold green]PASSED[/]")
     else:
-        console.print(f"[bold red]FAILED[/]: {', '.join(result['failed'])}")
+        out.print(f"[bold red]FAILED[/]: {', '.join(result['failed'])}")
     if paths:
-        console.print(f"report: {paths['html']}\njson:   {paths['json']}")
+        out.print(f"report: {paths['html']}\njson:   {paths['json']}")
 
 
 def run_validate(
@@ -118,7 +123,7 @@ def run_validate(
     as_json: bool = False,
     batch: int = 32,
     threads: int = 0,
-    latency_runs: int = 50,
+    latency_queries: int = 50,
     progress: bool = True,
 ) -> int:
     """Validate ``bundle`` on ``target`` (or, with ``sweep``, every precision of ``targets``) against its
@@ -127,20 +132,21 @@ def run_validate(
     Prints a rich verdict table (or, with ``as_json``, the report as JSON on stdout; progress bars go
     to stderr). Returns 0 when every threshold passes, 1 when one fails (sweep: any guarded row).
     """
-    from edgeproto.eval.report_html import _jsonable, write_report
-    from edgeproto.eval.validate import sweep as run_sweep
-    from edgeproto.eval.validate import validate_bundle
+    from edgeproto.compare.options import ValidateOptions
+    from edgeproto.compare.report_html import _jsonable, write_report
+    from edgeproto.compare.validate import sweep as run_sweep
+    from edgeproto.compare.validate import validate_bundle
 
+    options = ValidateOptions(data=data, split=split, limit=limit, batch=batch, thresholds=thresholds, device=device,
+                              threads=threads, latency_queries=latency_queries, progress=progress and not as_json)
     if sweep:
-        result = run_sweep(bundle, _targets(target, targets), data=data, split=split, limit=limit, batch=batch,
-                           thresholds=thresholds, device=device, threads=threads, latency_runs=latency_runs,
-                           progress=progress and not as_json)
+        result = run_sweep(bundle, _targets(target, targets), options)
     else:
         if not target:
             raise EdgeprotoError("validate needs a --target (onnxruntime, openvino)")
-        result = validate_bundle(bundle, target=target, precision=precision, guard=guard, data=data, split=split,
-                                 limit=limit, batch=batch, thresholds=thresholds, device=device, threads=threads,
-                                 progress=progress and not as_json)
+        if targets:
+            raise EdgeprotoError("--targets is for --sweep; validate one target with --target")
+        result = validate_bundle(bundle, target=target, precision=precision, guard=guard, options=options)
     paths = write_report(result, Path(out)) if out is not None else None
     code = 0 if result["passed"] else 1
     if as_json:
@@ -151,3 +157,27 @@ def run_validate(
         return code
     (_print_sweep if sweep else _print_validate)(result, paths)
     return code
+
+
+@click.command()
+@click.argument("bundle", type=click.Path())
+@target_option()
+@precision_option
+@guard_option
+@device_option
+@click.option("--data", type=click.Path(dir_okay=False), default=None,
+              help="dataset config or recipe YAML (default: the bundle's recipe data)")
+@click.option("--split", default="test", show_default=True, help="dataset split")
+@click.option("--limit", type=int, default=None, help="N images, evenly spaced over the split")
+@click.option("--threads", type=int, default=0, show_default=True, help="runtime and PyTorch threads (0: default)")
+@click.option("--thresholds", type=click.Path(dir_okay=False), default=None, help="YAML/JSON overriding thresholds")
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="write report.json + report.html here")
+@click.option("--sweep", is_flag=True, help="fp32, fp16/bf16, int8 with and without the guard, in one table")
+@click.option("--targets", default=None, help="with --sweep: comma-separated targets (default: --target)")
+@json_option()
+def validate(bundle, target, precision, guard, device, data, split, limit, threads, thresholds, out, sweep, targets,
+             as_json) -> None:
+    """Accuracy, parity and explanation fidelity vs the PyTorch reference; exit 1 when a threshold fails."""
+    sys.exit(run_validate(bundle, target=target, precision=precision, guard=guard, data=data, split=split,
+                          limit=limit, thresholds=thresholds, out=out, sweep=sweep, targets=targets,
+                          device=device, threads=threads, as_json=as_json))

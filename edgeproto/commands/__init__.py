@@ -1,0 +1,1 @@
+"""One module per CLI command: its options, its run and its rendering; ``edgeproto.cli`` assembles them."""

@@ -1,0 +1,35 @@
+"""``edgeproto compile``: a bundle → a runtime artifact at a precision, recorded in the manifest."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from edgeproto.commands.options import device_option, guard_option, json_option, precision_option, target_option
+
+
+@click.command()
+@click.argument("bundle", type=click.Path())
+@target_option()
+@precision_option
+@guard_option
+@click.option("--calib", type=int, default=128, show_default=True, help="int8: calibration images (train split)")
+@device_option
+@json_option("print the manifest entry as JSON")
+def compile(bundle: str, target: str, precision: str, guard: str, calib: int, device: str | None,
+            as_json: bool) -> None:
+    """Compile a bundle for a runtime and precision; the artifact is recorded in the manifest."""
+    from edgeproto.runtimes.compile import compile_bundle
+
+    entry = compile_bundle(bundle, target=target, precision=precision, guard=guard, calib=calib, device=device,
+                           progress=not as_json)
+    if as_json:
+        click.echo(json.dumps(entry, indent=2))
+        return
+    check = entry["check"]
+    click.echo(f"compiled {target} {precision} (guard={guard}): {bundle}/{entry['model']}")
+    click.echo(f"golden check on {check['images']} images: top-1 prototype agreement "
+               f"{check['top1_prototype_agreement']:.3f}, class agreement {check['class_agreement']:.3f}, "
+               f"finite {'yes' if check['finite'] else 'NO'}; within atol {check['atol']:g} + rtol {check['rtol']:g}: "
+               f"{'PASS' if check['passed'] else 'FAIL (edgeproto verify will fail too)'}")

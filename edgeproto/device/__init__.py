@@ -1,0 +1,1 @@
+"""The device-side product: explain an image, draw the figure, verify a bundle. Imports no torch."""

@@ -1,0 +1,1 @@
+"""Measurement: single-stream latency, memory, Jetson boards (probe, tegrastats, SSH transport)."""

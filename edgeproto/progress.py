@@ -1,0 +1,24 @@
+"""One progress bar for every long job: rich, transient, on stderr (stdout stays clean for --json)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+
+@contextlib.contextmanager
+def progress_bar(enabled: bool, label: str, total: int | None) -> Iterator[Callable[..., None]]:
+    """A transient bar labelled ``label`` counting to ``total`` (None: unknown); yields ``advance(n=1)``.
+
+    With ``enabled`` False nothing is drawn and ``advance`` does nothing.
+    """
+    if not enabled:
+        yield lambda n=1: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n=1: bar.advance(task, n)

@@ -1,0 +1,1 @@
+"""ONNX Runtime: runner and compiler."""

@@ -1,0 +1,1 @@
+"""OpenVINO: runner (with per-family ConversionExtensions) and compiler."""

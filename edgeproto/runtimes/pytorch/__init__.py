@@ -1,0 +1,1 @@
+"""The PyTorch reference as a runner (host only; imports torch when loaded)."""

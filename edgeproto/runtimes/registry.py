@@ -1,0 +1,117 @@
+"""The runtime registry: one :class:`RuntimeSpec` per runtime; everything that lists runtimes reads it.
+
+A runtime is one folder ``edgeproto/runtimes/<module>/`` with ``runner.py`` (its runner class, the
+:class:`~edgeproto.runtimes.base.Runner` contract) and, when it compiles, ``compile.py`` (``build()``),
+plus one entry in :data:`RUNTIMES`. ``--target`` choices, compile/sweep configurations, bench
+targets and install hints all come from here.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from dataclasses import dataclass, field
+
+from edgeproto.errors import EdgeprotoError
+
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+GUARDS = ("prototypes", "none")
+
+
+@dataclass(frozen=True)
+class RuntimeSpec:
+    """What edgeproto knows about one runtime.
+
+    ``packages``: Python packages the runner needs, ``extra``: the pip requirement that installs
+    them; ``precisions``: what ``compile`` can produce (fp32 always runs ``model.onnx``);
+    ``compile_packages``: more packages per precision; ``sweep``: the (precision, guard) rows of
+    ``validate --sweep``; ``host_only``: runs the PyTorch checkpoint, never on a device;
+    ``unsupported``: why a precision is missing, said in the error.
+    """
+
+    name: str
+    module: str
+    runner: str
+    summary: str
+    packages: tuple[str, ...]
+    extra: str
+    precisions: tuple[str, ...] = ("fp32",)
+    compile_packages: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    sweep: tuple[tuple[str, str], ...] = ()
+    devices: str = "CPU"
+    host_only: bool = False
+    unsupported: dict[str, str] = field(default_factory=dict)
+
+    def missing(self, precision: str | None = None, compiling: bool = False) -> list[str]:
+        """Packages that are needed (to run, or to compile ``precision``) and not installed."""
+        needed = list(self.packages) + (list(self.compile_packages.get(precision or "", ())) if compiling else [])
+        return [p for p in needed if importlib.util.find_spec(p) is None]
+
+    def require(self, precision: str | None = None, compiling: bool = False) -> None:
+        """Raise a clear error naming the pip extra when a needed package is not installed."""
+        missing = self.missing(precision, compiling)
+        if missing:
+            what = f"compiling for {self.name} {precision}" if compiling else f"target {self.name!r}"
+            raise EdgeprotoError(f"{what} needs {', '.join(missing)}, which is not installed: pip install '{self.extra}'")
+
+    def runner_class(self):
+        """The runner class (imports the runtime; call :meth:`require` first for a clear error)."""
+        self.require()
+        return getattr(importlib.import_module(f"edgeproto.runtimes.{self.module}.runner"), self.runner)
+
+    def compiler(self):
+        """The module whose ``build(bundle, out_dir, precision=, guard=, calibration=, progress=)`` compiles."""
+        return importlib.import_module(f"edgeproto.runtimes.{self.module}.compile")
+
+    def check_precision(self, precision: str) -> None:
+        if precision not in PRECISIONS:
+            raise EdgeprotoError(f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}")
+        if precision not in self.precisions:
+            raise EdgeprotoError(f"precision {precision!r} is not supported by target {self.name!r}"
+                                 f"{self.unsupported.get(precision, '')}; supported: {', '.join(self.precisions)}")
+
+
+RUNTIMES: dict[str, RuntimeSpec] = {spec.name: spec for spec in (
+    RuntimeSpec(
+        name="onnxruntime", module="onnxruntime", runner="OnnxRuntimeRunner", summary="ONNX Runtime (CPU; CUDA/TensorRT providers when present)",
+        packages=("onnxruntime",), extra="onnxruntime", precisions=("fp32", "fp16", "int8"),
+        sweep=(("fp32", "prototypes"), ("fp16", "prototypes"), ("int8", "prototypes"), ("int8", "none")),
+        devices="CPU, CUDA, TENSORRT",
+        unsupported={"bf16": " (ONNX Runtime has no bf16 kernels for these ops on CPU; use fp16, or target "
+                             "openvino, whose bf16 is an inference-precision hint)"},
+    ),
+    RuntimeSpec(
+        name="openvino", module="openvino", runner="OpenVinoRunner", summary="OpenVINO (CPU, GPU, NPU, AUTO)",
+        packages=("openvino",), extra="edgeproto[openvino]", precisions=("fp32", "bf16", "fp16", "int8"),
+        compile_packages={"int8": ("nncf",)},
+        sweep=(("fp32", "prototypes"), ("bf16", "prototypes"), ("int8", "prototypes"), ("int8", "none")),
+        devices="CPU, GPU, NPU, AUTO",
+    ),
+    RuntimeSpec(
+        name="torch", module="pytorch", runner="TorchRunner", summary="the PyTorch reference (the bundle's source checkpoint; host only)",
+        packages=("torch", "safetensors"), extra="edgeproto[train]", host_only=True,
+        unsupported={p: " (it is the fp32 PyTorch reference)" for p in PRECISIONS if p != "fp32"},
+    ),
+)}
+
+
+def get_runtime(name: str) -> RuntimeSpec:
+    """The spec of runtime ``name``, or a clear error listing the known ones."""
+    if name not in RUNTIMES:
+        raise EdgeprotoError(f"unknown target {name!r}; known: {', '.join(RUNTIMES)}")
+    return RUNTIMES[name]
+
+
+def device_runtimes() -> list[str]:
+    """Runtimes that run a bundle's artifact (everything but the host-only PyTorch reference)."""
+    return [n for n, s in RUNTIMES.items() if not s.host_only]
+
+
+def check_guard(guard: str) -> None:
+    if guard not in GUARDS:
+        raise EdgeprotoError(f"unknown guard {guard!r}; known: {', '.join(GUARDS)}")
+
+
+def artifact_key(target: str, precision: str, guard: str = "prototypes") -> str:
+    """Key of a compiled artifact in ``manifest["compiled"]``."""
+    return f"{target}-{precision}" + ("" if guard == "prototypes" else "-noguard")
