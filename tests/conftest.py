@@ -31,6 +31,14 @@ def tiny_recipe(family: str = "l2_log", *, model: dict | None = None, data: dict
     return validate_recipe(raw)
 
 
+def pytest_collection_modifyitems(config, items):
+    """Every test that uses a trained model (the ``trained`` fixture, directly or through another
+    fixture) is ``slow``: ``pytest -m "not slow"`` is the fast loop."""
+    for item in items:
+        if "trained" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory):
     """``trained(family)`` → path of a checkpoint trained for real on tiny procedural data (cached).

@@ -250,6 +250,7 @@ def test_xor_rule_data():
         assert int(present[0] != present[1]) == int(ds.labels[i])  # circle xor square
 
 
+@pytest.mark.slow
 def test_tversky_head_learns_xor_where_linear_cannot():
     """Part-presence scores of two parts (+ noise, + two irrelevant parts), class = exactly one
     present: the linear head stays near chance, the Tversky head fits the rule

@@ -62,6 +62,7 @@ def test_checkpoint_contents_and_info(trained):
     assert info["classes"] == ["circle+square", "triangle+cross", "circle+stripes"]
 
 
+@pytest.mark.slow
 def test_training_learns(tmp_path):
     """Ten digit classes after a few seconds of training: far above chance (0.1). The full recipes'
     accuracies (≥ 95 %) are measured by `make demo` and recorded in the model cards."""
@@ -78,6 +79,7 @@ def test_training_learns(tmp_path):
     assert json.loads(result.stdout)["metrics"]["test_accuracy"] >= 0.4
 
 
+@pytest.mark.slow
 def test_resume_after_kill(tmp_path):
     recipe = tiny_recipe("l2_log", joint_epochs=30)
     path = write_recipe(tmp_path / "r.yaml", recipe)
@@ -99,6 +101,7 @@ def test_resume_after_kill(tmp_path):
     load_checkpoint(out)
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes(tmp_path):
     path = write_recipe(tmp_path / "r.yaml", tiny_recipe("l2_log"))
     out = tmp_path / "ddp"

@@ -412,7 +412,7 @@ def sweep_chart(s: dict) -> str | None:
     for b, v in zip(bars, vals):
         ax2.text(b.get_x() + b.get_width() / 2, v, f"{v:.2f}", ha="center", va="bottom", fontsize=8)
     ax2.set_xticks(np.arange(len(rows)), labels, fontsize=7.5)
-    ax2.set_ylabel("batch-1 latency, median (ms)")
+    ax2.set_ylabel("batch-1 latency, p50 (ms)")
     ax2.set_title("latency")
     ax2.grid(alpha=0.3, axis="y")
     fig.tight_layout()

@@ -35,7 +35,7 @@ from edgeproto.bundle import Bundle, open_bundle
 from edgeproto.environment import host_info
 from edgeproto.errors import EdgeprotoError
 from edgeproto.measure.latency import MemoryWindow, measure
-from edgeproto.runtimes import GUARDS, PRECISIONS, RUNTIMES, load_runner
+from edgeproto.runtimes import RUNTIMES, check_guard, check_precision, load_runner
 
 BOARDS = ("jetson",)  # bench targets that are a board (its runtime chosen there), not a runtime
 Progress = Callable[[str, int, float], None]  # (label, queries done, measured seconds)
@@ -80,10 +80,8 @@ def parse_batches(text: str) -> tuple[int, ...]:
 def _check_common(target: str, precision: str, guard: str, threads, min_queries, min_seconds) -> None:
     if target not in bench_targets():
         raise EdgeprotoError(f"unknown target {target!r}; known: {', '.join(bench_targets())}")
-    if precision not in PRECISIONS:
-        raise EdgeprotoError(f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}")
-    if guard not in GUARDS:
-        raise EdgeprotoError(f"unknown guard {guard!r}; known: {', '.join(GUARDS)}")
+    check_precision(precision)
+    check_guard(guard)
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
         raise EdgeprotoError(f"threads must be a whole number ≥ 0 (0: the runtime's default) (got {threads!r})")
     if isinstance(min_queries, bool) or not isinstance(min_queries, int) or min_queries < 1:

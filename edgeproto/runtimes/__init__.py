@@ -19,11 +19,13 @@ from edgeproto.runtimes.registry import (
     RuntimeSpec,
     artifact_key,
     check_guard,
+    check_precision,
     device_runtimes,
     get_runtime,
 )
 
-__all__ = ["GUARDS", "PRECISIONS", "RUNTIMES", "Runner", "RuntimeSpec", "artifact_key", "device_runtimes",
+__all__ = ["GUARDS", "PRECISIONS", "RUNTIMES", "Runner", "RuntimeSpec", "artifact_key", "check_guard",
+           "check_precision", "device_runtimes",
            "get_runtime", "load_runner", "reference_checkpoint"]
 
 
@@ -63,8 +65,7 @@ def load_runner(
     where it is). Anything else must be compiled first (``edgeproto compile``), and the error says so.
     """
     spec = get_runtime(target)
-    if precision not in PRECISIONS:
-        raise EdgeprotoError(f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}")
+    check_precision(precision)
     check_guard(guard)
     if spec.host_only:
         spec.check_precision(precision)

@@ -64,8 +64,8 @@ class RuntimeSpec:
         return importlib.import_module(f"edgeproto.runtimes.{self.module}.compile")
 
     def check_precision(self, precision: str) -> None:
-        if precision not in PRECISIONS:
-            raise EdgeprotoError(f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}")
+        """Refuse an unknown precision, or one this runtime cannot produce (saying why when known)."""
+        check_precision(precision)
         if precision not in self.precisions:
             raise EdgeprotoError(f"precision {precision!r} is not supported by target {self.name!r}"
                                  f"{self.unsupported.get(precision, '')}; supported: {', '.join(self.precisions)}")
@@ -105,6 +105,11 @@ def get_runtime(name: str) -> RuntimeSpec:
 def device_runtimes() -> list[str]:
     """Runtimes that run a bundle's artifact (everything but the host-only PyTorch reference)."""
     return [n for n, s in RUNTIMES.items() if not s.host_only]
+
+
+def check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise EdgeprotoError(f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}")
 
 
 def check_guard(guard: str) -> None:
