@@ -6,8 +6,11 @@ import copy
 from pathlib import Path
 
 import pytest
+import torch
 
 from edgeproto.train import train, validate_recipe
+
+TRAIN_THREADS = 2
 
 TINY_RECIPE = {
     "name": "tiny",
@@ -49,7 +52,14 @@ def trained(tmp_path_factory):
         key = family + (repr(sorted(overrides.items())) if overrides else "")
         if key not in cache:
             out = tmp_path_factory.mktemp(f"ckpt-{family}")
-            train(tiny_recipe(family, **overrides), out, force=True, quiet=True)
+            # the same thread count on every machine: training is bit-reproducible for a fixed count
+            # (two runs: identical weights) but not across counts (1 vs 2 threads: 2.4e-7 apart)
+            threads = torch.get_num_threads()
+            torch.set_num_threads(TRAIN_THREADS)
+            try:
+                train(tiny_recipe(family, **overrides), out, force=True, quiet=True)
+            finally:
+                torch.set_num_threads(threads)
             cache[key] = out
         return cache[key]
 

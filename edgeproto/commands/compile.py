@@ -6,16 +6,13 @@ import json
 
 import click
 
-from edgeproto.commands.options import device_option, guard_option, json_option, precision_option, target_option
+from edgeproto.commands.options import artifact_options, json_option
 
 
 @click.command()
 @click.argument("bundle", type=click.Path())
-@target_option()
-@precision_option
-@guard_option
+@artifact_options
 @click.option("--calib", type=int, default=128, show_default=True, help="int8: calibration images (train split)")
-@device_option
 @json_option("print the manifest entry as JSON")
 def compile(bundle: str, target: str, precision: str, guard: str, calib: int, device: str | None,
             as_json: bool) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from edgeproto import atomic_files
-from edgeproto.commands.options import console, device_option, guard_option, json_option, precision_option, target_option
+from edgeproto.commands.options import artifact_options, console, json_option
 
 
 def run_explain(bundle, image, target: str = "onnxruntime", precision: str = "fp32", guard: str = "prototypes",
@@ -58,10 +58,7 @@ def run_explain(bundle, image, target: str = "onnxruntime", precision: str = "fp
 @click.command()
 @click.argument("bundle", type=click.Path())
 @click.argument("image", type=click.Path())
-@target_option()
-@precision_option
-@guard_option
-@device_option
+@artifact_options
 @click.option("-k", "--top", "k", type=int, default=3, show_default=True, help="prototypes to show")
 @click.option("-o", "--out", "out_prefix", default=None, help="write OUT.png and OUT.json (default: next to IMAGE)")
 @json_option("print the explanation as JSON")

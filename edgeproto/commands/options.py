@@ -21,6 +21,13 @@ device_option = click.option("--device", default=None, help="runtime device: " +
     f"{n}: {RUNTIMES[n].devices}" for n in device_runtimes()))
 
 
+def artifact_options(command):
+    """``--target``, ``--precision``, ``--guard`` and ``--device``: which artifact of a bundle, where."""
+    for option in (device_option, guard_option, precision_option, target_option()):
+        command = option(command)
+    return command
+
+
 def json_option(help: str = "print the result as JSON"):
     return click.option("--json", "as_json", is_flag=True, help=help)
 

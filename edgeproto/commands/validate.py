@@ -13,14 +13,7 @@ from pathlib import Path
 
 import click
 
-from edgeproto.commands.options import (
-    console,
-    device_option,
-    guard_option,
-    json_option,
-    precision_option,
-    target_option,
-)
+from edgeproto.commands.options import artifact_options, console, json_option
 from edgeproto.errors import EdgeprotoError
 
 
@@ -161,10 +154,7 @@ def run_validate(
 
 @click.command()
 @click.argument("bundle", type=click.Path())
-@target_option()
-@precision_option
-@guard_option
-@device_option
+@artifact_options
 @click.option("--data", type=click.Path(dir_okay=False), default=None,
               help="dataset config or recipe YAML (default: the bundle's recipe data)")
 @click.option("--split", default="test", show_default=True, help="dataset split")

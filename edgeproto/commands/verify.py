@@ -7,14 +7,7 @@ import sys
 
 import click
 
-from edgeproto.commands.options import (
-    console,
-    device_option,
-    guard_option,
-    json_option,
-    precision_option,
-    target_option,
-)
+from edgeproto.commands.options import artifact_options, console, json_option
 
 
 def run_verify(bundle, target: str = "onnxruntime", precision: str = "fp32", guard: str = "prototypes",
@@ -51,10 +44,7 @@ def run_verify(bundle, target: str = "onnxruntime", precision: str = "fp32", gua
 
 @click.command()
 @click.argument("bundle", type=click.Path())
-@target_option()
-@precision_option
-@guard_option
-@device_option
+@artifact_options
 @click.option("--atol", type=float, default=None, help="absolute tolerance (default by precision)")
 @click.option("--rtol", type=float, default=None, help="relative tolerance (default by precision)")
 @json_option("machine-readable report")

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from edgeproto import atomic_files
+from edgeproto.environment import cpu_model
 from edgeproto.errors import EdgeprotoError
 from edgeproto.models import PrototypeNet, create_model
 from edgeproto.train.augment import random_shift
@@ -342,6 +343,9 @@ class Trainer:
             "train_seconds": round(self.elapsed + time.monotonic() - self._t0, 2),
             "world_size": self.dist.world_size,
             "torch_version": torch.__version__,
+            # training is bit-reproducible for a fixed thread count and CPU kernel set, not across them
+            "torch_threads": torch.get_num_threads(),
+            "cpu": cpu_model(),
         }
         if self.dist.is_main:
             rendered = self.model.render_prototypes() if self.is_cbr else None  # (M,C,S,S) in [0, 1]
