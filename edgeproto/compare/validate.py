@@ -216,7 +216,7 @@ def environment(runner: Runner | None, reference: Runner, threads: int = 0) -> d
 
 
 def _artifact(bundle: Bundle, target: str, precision: str, guard: str) -> str:
-    key = artifact_key(target, precision, guard)
+    key = artifact_key(RUNTIMES[target].artifact_target, precision, guard)
     entry = bundle.manifest.get("compiled", {}).get(key)
     return entry["model"] if entry else bundle.manifest["model"]["file"]
 
@@ -454,12 +454,14 @@ def _sweep(ctx: _Context, targets: list[str], options: ValidateOptions, compile_
     rows, reports = [], []
     for target in targets:
         fp32_ms = None
-        for precision, guard in RUNTIMES[target].sweep:
-            key = artifact_key(target, precision, guard)
+        spec = RUNTIMES[target]
+        for precision, guard in spec.sweep:
+            key = artifact_key(spec.artifact_target, precision, guard)
             runner = None
             try:
-                if precision != "fp32" and key not in ctx.bundle.manifest.get("compiled", {}):
-                    compile_bundle(ctx.bundle.root, target=target, precision=precision, guard=guard,
+                needs = precision != "fp32" or spec.requires_compile
+                if needs and key not in ctx.bundle.manifest.get("compiled", {}):
+                    compile_bundle(ctx.bundle.root, target=spec.artifact_target, precision=precision, guard=guard,
                                    calib=options.calib, device=options.device, progress=options.progress)
                     ctx.bundle = open_bundle(ctx.bundle.root)
                 runner = load_runner(ctx.bundle, target, precision, guard, options.device, options.threads)

@@ -72,13 +72,14 @@ def load_runner(
         path = reference_checkpoint(bundle, checkpoint)
         return spec.runner_class()(path, precision="fp32", device=device, threads=threads)
     cls = spec.runner_class()
-    entry = bundle.manifest.get("compiled", {}).get(artifact_key(target, precision, guard))
+    source = spec.artifact_target
+    entry = bundle.manifest.get("compiled", {}).get(artifact_key(source, precision, guard))
     if entry is not None:
         return cls(bundle.path(entry["model"]), precision=entry.get("inference_precision", precision),
                    device=device, threads=threads)
-    if precision == "fp32":
+    if precision == "fp32" and not spec.requires_compile:
         return cls(bundle.path(bundle.manifest["model"]["file"]), precision="fp32", device=device, threads=threads)
     raise EdgeprotoError(
-        f"bundle {bundle.root} has no {target} {precision} artifact (guard={guard}): run "
-        f"'edgeproto compile {bundle.root} --target {target} --precision {precision} --guard {guard}' first"
+        f"bundle {bundle.root} has no {source} {precision} artifact (guard={guard}): run "
+        f"'edgeproto compile {bundle.root} --target {source} --precision {precision} --guard {guard}' first"
     )

@@ -119,7 +119,10 @@ class _Quiet:
 
 def _check_request(target: str, precision: str, guard: str, calib) -> RuntimeSpec:
     spec = get_runtime(target)
-    compilable = [n for n, r in RUNTIMES.items() if not r.host_only]
+    compilable = [n for n, r in RUNTIMES.items() if not r.host_only and r.artifacts_of is None]
+    if spec.artifacts_of is not None:
+        raise EdgeprotoError(f"{target!r} runs the artifacts of {spec.artifacts_of!r}: compile with "
+                             f"--target {spec.artifacts_of}")
     if spec.host_only:
         raise EdgeprotoError(f"edgeproto cannot compile for {target!r} (compilable: {', '.join(compilable)})")
     spec.check_precision(precision)
@@ -258,8 +261,9 @@ def compile_bundle(
                                    progress=progress))
         if calibration is not None:
             entry["calibration"] = calibration.record()
-        runner = spec.runner_class()(built / Path(entry["model"]).name,
-                                     precision=entry.get("inference_precision", precision), device=device)
+        checker = get_runtime(spec.check_with) if spec.check_with else spec
+        runner = checker.runner_class()(built / Path(entry["model"]).name,
+                                        precision=entry.get("inference_precision", precision), device=device)
         entry["check"] = golden_check(bundle, runner, precision)
         entry["runtime"] = {"name": runner.name, "version": runner.version, "device": runner.device}
         runner.close()

@@ -23,9 +23,13 @@ class RuntimeSpec:
     """What edgeproto knows about one runtime.
 
     ``packages``: Python packages the runner needs, ``extra``: the pip requirement that installs
-    them; ``precisions``: what ``compile`` can produce (fp32 always runs ``model.onnx``);
-    ``compile_packages``: more packages per precision; ``sweep``: the (precision, guard) rows of
-    ``validate --sweep``; ``host_only``: runs the PyTorch checkpoint, never on a device;
+    them; ``precisions``: what ``compile`` can produce (fp32 runs ``model.onnx`` unless
+    ``requires_compile``); ``compile_packages``: the packages compiling needs (``"*"``: every
+    precision, default ``packages``; a precision: more for it); ``sweep``: the (precision, guard)
+    rows of ``validate --sweep``; ``host_only``: runs the PyTorch checkpoint, never on a device;
+    ``artifacts_of``: runs the artifacts another runtime compiles (e.g. ``tensorrt-graph``);
+    ``check_with``: the runtime that test-runs a fresh artifact in ``compile`` (the engine of
+    ``tensorrt`` is built on the device, so its graph is checked on the CPU);
     ``unsupported``: why a precision is missing, said in the error.
     """
 
@@ -40,11 +44,22 @@ class RuntimeSpec:
     sweep: tuple[tuple[str, str], ...] = ()
     devices: str = "CPU"
     host_only: bool = False
+    artifacts_of: str | None = None
+    check_with: str | None = None
+    requires_compile: bool = False
     unsupported: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def artifact_target(self) -> str:
+        """The runtime whose compiled artifacts this one runs (itself, usually)."""
+        return self.artifacts_of or self.name
 
     def missing(self, precision: str | None = None, compiling: bool = False) -> list[str]:
         """Packages that are needed (to run, or to compile ``precision``) and not installed."""
-        needed = list(self.packages) + (list(self.compile_packages.get(precision or "", ())) if compiling else [])
+        needed = list(self.packages)
+        if compiling:
+            needed = list(self.compile_packages.get("*", self.packages)) + list(
+                self.compile_packages.get(precision or "", ()))
         return [p for p in needed if importlib.util.find_spec(p) is None]
 
     def require(self, precision: str | None = None, compiling: bool = False) -> None:
@@ -83,9 +98,25 @@ RUNTIMES: dict[str, RuntimeSpec] = {spec.name: spec for spec in (
     RuntimeSpec(
         name="openvino", module="openvino", runner="OpenVinoRunner", summary="OpenVINO (CPU, GPU, NPU, AUTO)",
         packages=("openvino",), extra="edgeproto[openvino]", precisions=("fp32", "bf16", "fp16", "int8"),
-        compile_packages={"int8": ("nncf",)},
+        compile_packages={"*": ("openvino",), "int8": ("nncf",)},
         sweep=(("fp32", "prototypes"), ("bf16", "prototypes"), ("int8", "prototypes"), ("int8", "none")),
         devices="CPU, GPU, NPU, AUTO",
+    ),
+    RuntimeSpec(
+        name="tensorrt", module="tensorrt", runner="TensorRtRunner",
+        summary="TensorRT engine of the TensorRT-ready graph, built on the device with Polygraphy (GPU, Jetson)",
+        packages=("tensorrt", "polygraphy"), extra="edgeproto[tensorrt]", precisions=("fp32", "fp16", "int8"),
+        compile_packages={"*": ("onnxruntime",)}, check_with="tensorrt-graph", requires_compile=True, devices="GPU",
+        unsupported={"bf16": " (the TensorRT-ready graphs are fp32, fp16 or int8)"},
+    ),
+    RuntimeSpec(
+        name="tensorrt-graph", module="tensorrt", runner="GraphRunner",
+        summary="the TensorRT-ready graph executed by ONNX Runtime on the CPU (TensorRT's numerics, on any host)",
+        packages=("onnxruntime",), extra="onnxruntime", precisions=("fp32", "fp16", "int8"),
+        sweep=(("fp32", "prototypes"), ("fp16", "prototypes"), ("fp16", "none"), ("int8", "prototypes"),
+               ("int8", "none")),
+        artifacts_of="tensorrt", requires_compile=True,
+        unsupported={"bf16": " (the TensorRT-ready graphs are fp32, fp16 or int8)"},
     ),
     RuntimeSpec(
         name="torch", module="pytorch", runner="TorchRunner", summary="the PyTorch reference (the bundle's source checkpoint; host only)",

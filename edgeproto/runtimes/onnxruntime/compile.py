@@ -37,7 +37,8 @@ from edgeproto.errors import EdgeprotoError
 from edgeproto.layers import prototype_nodes
 from edgeproto.outputs import OUTPUTS
 
-__all__ = ["build", "guard_violations", "prototype_subgraph"]
+__all__ = ["build", "guard_violations", "half_graph", "inline_prototypes", "int8_graph", "load_model",
+           "prototype_subgraph"]
 
 _QDQ = ("QuantizeLinear", "DequantizeLinear")
 _NOT_BOUNDARY = ("Conv", "ConvTranspose", "Gemm", "MatMul") + _QDQ
@@ -258,7 +259,7 @@ def _quiet_quantizer():
 # --------------------------------------------------------------------------- precisions
 
 
-def _load(bundle: Bundle) -> onnx.ModelProto:
+def load_model(bundle: Bundle) -> onnx.ModelProto:
     if bundle.manifest.get("model", {}).get("ops") == "plugin":
         raise EdgeprotoError(
             "this bundle was exported with --ops plugin (no function body): ONNX Runtime cannot run it; "
@@ -270,7 +271,7 @@ def _load(bundle: Bundle) -> onnx.ModelProto:
         raise EdgeprotoError(f"cannot read the bundle's ONNX model: {exc}") from None
 
 
-def _inline(model: onnx.ModelProto) -> onnx.ModelProto:
+def inline_prototypes(model: onnx.ModelProto) -> onnx.ModelProto:
     inlined = onnx.inliner.inline_local_functions(model)
     if prototype_nodes(inlined):
         raise EdgeprotoError("inlining the prototype function left edgeproto nodes in the graph")
@@ -299,11 +300,11 @@ def _fp32(bundle: Bundle, out: Path) -> onnx.ModelProto:
     return model
 
 
-def _fp16(model: onnx.ModelProto, guarded: list[str] | None) -> onnx.ModelProto:
+def half_graph(model: onnx.ModelProto, guarded: list[str] | None) -> onnx.ModelProto:
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     if guarded is None:
-        model = _inline(model)
+        model = inline_prototypes(model)
     try:
         half = convert_float_to_float16(model, keep_io_types=True, node_block_list=guarded or [])
     except Exception as exc:
@@ -339,13 +340,16 @@ class _Reader:
         return len(self.images)
 
 
-def _int8(model: onnx.ModelProto, out: Path, guarded: list[str] | None, calibration) -> dict:
+def int8_graph(model: onnx.ModelProto, out: Path, guarded: list[str] | None, calibration, *,
+               symmetric: bool = False) -> dict:
+    """Static QDQ int8 of ``model`` into ``out`` (per-channel weights, MinMax calibration), the
+    ``guarded`` nodes excluded; ``symmetric``: zero points all 0 (what TensorRT requires)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     if guarded is None:
-        model = _inline(model)
+        model = inline_prototypes(model)
     options = {"format": "QDQ", "per_channel": True, "activation_type": "int8", "weight_type": "int8",
-               "calibrate_method": "MinMax"}
+               "calibrate_method": "MinMax", "symmetric": symmetric}
     try:
         with _quiet_quantizer():
             quantize_static(
@@ -354,6 +358,7 @@ def _int8(model: onnx.ModelProto, out: Path, guarded: list[str] | None, calibrat
                 activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                 calibrate_method=CalibrationMethod.MinMax,
                 nodes_to_exclude=guarded or [],
+                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True} if symmetric else None,
             )
     except EdgeprotoError:
         raise
@@ -367,7 +372,7 @@ def build(bundle: Bundle, out_dir: Path, *, precision: str, guard: str, calibrat
     """Write ``out_dir/model.onnx`` for ``precision``; return the manifest entry's fields."""
     out = out_dir / "model.onnx"
     key = out_dir.name
-    model = _load(bundle)
+    model = load_model(bundle)
     z = feature_input(model)
     guarded = prototype_subgraph(model, z) if guard == "prototypes" else None
     entry: dict = {"model": f"compiled/{key}/model.onnx"}
@@ -376,11 +381,11 @@ def build(bundle: Bundle, out_dir: Path, *, precision: str, guard: str, calibrat
         kept = prototype_subgraph(result, z)
         entry["optimization"] = "onnxruntime basic (hardware independent, standard ops)"
     elif precision == "fp16":
-        result = _fp16(model, guarded)
+        result = half_graph(model, guarded)
         onnx.save(result, out)
         kept = guarded or []
     elif precision == "int8":
-        entry["quantization"] = _int8(model, out, guarded, calibration)
+        entry["quantization"] = int8_graph(model, out, guarded, calibration)
         result = onnx.load(out)
         kept = guarded or []
     else:  # compile.py checks first
