@@ -9,6 +9,7 @@ from edgeproto.bundle import open_bundle
 from edgeproto.export.bundle_writer import export_bundle
 from edgeproto.outputs import OUTPUTS, golden_tolerance
 from edgeproto.runtimes import RUNTIMES, Runner, load_runner
+from edgeproto.runtimes.compile import compile_bundle
 from edgeproto.runtimes.base import INFO_KEYS
 
 pytestmark = pytest.mark.slow
@@ -25,7 +26,11 @@ def bundle(trained, tmp_path_factory):
 def test_runner_contract(bundle, name):
     spec = RUNTIMES[name]
     if spec.missing():
-        pytest.skip(f"{name} is not installed here ({', '.join(spec.missing())})")
+        pytest.skip(f"{name} is not installed here ({', '.join(spec.missing())})"
+                    + ("; it needs a CUDA GPU, which this machine lacks" if spec.devices == "GPU" else ""))
+    if spec.requires_compile and f"{spec.artifact_target}-fp32" not in bundle.manifest.get("compiled", {}):
+        compile_bundle(bundle.root, target=spec.artifact_target, precision="fp32", progress=False)
+        bundle = open_bundle(bundle.root)
     runner = load_runner(bundle, name, "fp32", threads=1)
     try:
         assert isinstance(runner, Runner)
