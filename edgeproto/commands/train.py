@@ -33,6 +33,9 @@ def train(recipe_path: str, out: str, force: bool, quiet: bool, as_json: bool) -
     from edgeproto.train import train as run_training
     from edgeproto.train.summary import summarize
 
+    from edgeproto import atomic_files
+
+    atomic_files.check_output(out, {"recipe": recipe_path})
     config = run_training(load_recipe(recipe_path), out, force=force, quiet=quiet or as_json)
     if int(os.environ.get("RANK", "0")) == 0:
         show_summary(summarize(config, out), as_json)

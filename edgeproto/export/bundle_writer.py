@@ -66,6 +66,32 @@ def _runnable(model: onnx.ModelProto, ops: str, opset: int) -> bytes:
     return check.SerializeToString()
 
 
+def check_tolerances(atol, rtol) -> None:
+    """--atol / --rtol: finite and non-negative (checked before the checkpoint is loaded)."""
+    for name, value in (("atol", atol), ("rtol", rtol)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value < 0:
+            raise EdgeprotoError(f"--{name} must be a finite number ≥ 0, got {value!r}")
+
+
+def _is_bundle(path: Path) -> bool:
+    """A directory or zip that holds an edgeproto bundle manifest (what --force may replace)."""
+    if path.is_symlink():
+        return False
+    try:
+        if path.is_dir():
+            manifest = json.loads((path / MANIFEST).read_text())
+        elif zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                if zf.getinfo(MANIFEST).file_size > (64 << 20):
+                    return False
+                manifest = json.loads(zf.read(MANIFEST))
+        else:
+            return False
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        return False
+    return isinstance(manifest, dict) and manifest.get("format") == FORMAT
+
+
 def export_bundle(
     checkpoint: str | Path,
     out: str | Path,
@@ -86,8 +112,14 @@ def export_bundle(
     """
     out = Path(out)
     target = out.with_name(out.name + ".zip") if as_zip and out.suffix != ".zip" else out
-    if target.exists() and not force:
-        raise EdgeprotoError(f"{target} exists; pass --force to replace it")
+    check_tolerances(atol, rtol)
+    atomic_files.check_output(target, {"checkpoint": checkpoint}, "-o/--out")
+    if target.exists() or target.is_symlink():
+        if not force:
+            raise EdgeprotoError(f"{target} exists; pass --force to replace it")
+        if not _is_bundle(target):
+            raise EdgeprotoError(f"{target} exists and is not an edgeproto bundle; --force only replaces a "
+                                 "previous export: remove it yourself or choose another -o")
     if ops not in OPS_MODES:
         raise EdgeprotoError(f"--ops must be one of {', '.join(OPS_MODES)}")
     if opset not in SUPPORTED_OPSETS:
