@@ -80,6 +80,10 @@ def run_bench(
     sizes = parse_batches(batches) if isinstance(batches, str) else tuple(batches)
     with_torch = _compare_torch(compare)
     _check_common(target, precision, guard, threads, min_queries, min_seconds)
+    if not host:
+        from edgeproto.measure.bench import check_local_threads
+
+        check_local_threads(threads)
 
     if host:
         from edgeproto.measure.jetson import bench_remote
