@@ -20,7 +20,7 @@ def show_summary(summary: dict, as_json: bool) -> None:
 
 @click.command()
 @click.option("--recipe", "recipe_path", required=True, type=click.Path(dir_okay=False), help="models/<recipe>.yaml")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="checkpoint directory to write")
+@click.option("--out", required=True, type=click.Path(), help="checkpoint directory to write")
 @click.option("--force", is_flag=True, help="overwrite a finished checkpoint in --out")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 @click.option("--json", "as_json", is_flag=True, help="print the checkpoint summary as JSON")

@@ -187,7 +187,7 @@ def run_validate(
 @click.option("--limit", type=int, default=None, help="N images, evenly spaced over the split")
 @click.option("--threads", type=int, default=0, show_default=True, help="runtime and PyTorch threads (0: default)")
 @click.option("--thresholds", type=click.Path(dir_okay=False), default=None, help="YAML/JSON overriding thresholds")
-@click.option("--out", type=click.Path(file_okay=False), default=None, help="write report.json + report.html here")
+@click.option("--out", type=click.Path(), default=None, help="write report.json + report.html here")
 @click.option("--sweep", is_flag=True, help="fp32, fp16/bf16, int8 with and without the guard, in one table")
 @click.option("--targets", default=None, help="with --sweep: comma-separated targets (default: --target)")
 @json_option()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 
 from edgeproto.bundle import open_bundle
 from edgeproto.errors import EdgeprotoError
@@ -41,8 +42,9 @@ def verify_bundle(
     atol = tol["atol"] if atol is None else float(atol)
     rtol = tol["rtol"] if rtol is None else float(rtol)
     min_agreement = tol["min_agreement"] if min_agreement is None else float(min_agreement)
-    if atol < 0 or rtol < 0 or not 0.0 <= min_agreement <= 1.0:
-        raise EdgeprotoError("atol and rtol must be >= 0 and min_agreement within [0, 1]")
+    if not (np.isfinite(atol) and np.isfinite(rtol) and atol >= 0 and rtol >= 0 and 0.0 <= min_agreement <= 1.0):
+        raise EdgeprotoError("atol and rtol must be finite numbers >= 0 and min_agreement within [0, 1] "
+                             f"(got atol={atol}, rtol={rtol}, min_agreement={min_agreement})")
 
     bundle = open_bundle(bundle_path, verify=check_integrity)
     golden = bundle.golden()
