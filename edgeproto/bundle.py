@@ -8,6 +8,7 @@ bundle whose files do not match.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -197,6 +198,8 @@ def _extract(zip_path: Path) -> Path:
         raise EdgeprotoError(f"{zip_path} is not a readable zip archive ({exc}); re-export or re-copy it") from None
     with zf:
         infos, listed = _check_members(zf, zip_path)
+        made = [d for d in (dest.parent.parent, dest.parent) if not d.exists()]
+        ok = False
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
             stage = Path(tempfile.mkdtemp(prefix=f".{digest[:16]}.", suffix=".tmp", dir=dest.parent))
@@ -210,10 +213,15 @@ def _extract(zip_path: Path) -> Path:
             except OSError:
                 if not (dest / MANIFEST).is_file():  # another process won the race: use its copy
                     raise
+            ok = True
         except OSError as exc:
             raise EdgeprotoError(f"cannot extract {zip_path}: {exc.strerror or exc}") from None
         finally:
             shutil.rmtree(stage, ignore_errors=True)
+            if not ok:  # leave no cache folders behind that this failed open created
+                for d in reversed(made):
+                    with contextlib.suppress(OSError):
+                        d.rmdir()
     return dest
 
 

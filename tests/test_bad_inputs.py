@@ -189,7 +189,7 @@ def s_zip_with(extra: dict[str, bytes], rehash_listed: bool = False, compress=zi
                 manifest["files"][name] = hashlib.sha256(data).hexdigest()
         with zipfile.ZipFile(tmp / "evil.zip", "w", compress) as zf:
             for p in sorted(src.rglob("*")):
-                if p.is_file() and p.name != "manifest.json":
+                if p.is_file() and p.name != "manifest.json" and p.relative_to(src).as_posix() not in extra:
                     zf.write(p, p.relative_to(src).as_posix())
             zf.writestr("manifest.json", json.dumps(manifest))
             for name, data in extra.items():
