@@ -13,9 +13,10 @@ def show_summary(summary: dict, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
+    from edgeproto.commands.options import console
     from edgeproto.train.summary import render
 
-    render(summary)
+    render(summary, console())
 
 
 @click.command()

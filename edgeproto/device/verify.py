@@ -13,7 +13,7 @@ import numpy as np
 
 from edgeproto.bundle import open_bundle
 from edgeproto.errors import EdgeprotoError
-from edgeproto.outputs import OUTPUTS, check_shapes, compare_golden, golden_tolerance, run_outputs
+from edgeproto.outputs import OUTPUTS, check_shapes, compare_golden, golden_passed, golden_tolerance, run_outputs
 
 def verify_bundle(
     bundle_path: str | Path,
@@ -39,6 +39,8 @@ def verify_bundle(
     from edgeproto.runtimes import load_runner
 
     tol = golden_tolerance(precision)
+    if atol is not None or rtol is not None:
+        tol["elementwise"] = True  # tolerances given explicitly always gate
     atol = tol["atol"] if atol is None else float(atol)
     rtol = tol["rtol"] if rtol is None else float(rtol)
     min_agreement = tol["min_agreement"] if min_agreement is None else float(min_agreement)
@@ -60,7 +62,7 @@ def verify_bundle(
     diffs = check["diffs"]
     agreement = check["top1_prototype_agreement"]
     class_agreement = check["class_agreement"]
-    passed = all(d["within_tolerance"] for d in diffs.values()) and agreement >= min_agreement
+    passed = golden_passed(check, {**tol, "min_agreement": min_agreement})
     return {
         "bundle": str(bundle.root),
         "integrity_checked": bool(check_integrity),
@@ -70,6 +72,8 @@ def verify_bundle(
         "atol": atol,
         "rtol": rtol,
         "min_agreement": min_agreement,
+        "min_class_agreement": tol["min_class_agreement"],
+        "elementwise_gated": tol["elementwise"],
         "diffs": diffs,
         "top1_prototype_agreement": agreement,
         "top1_class_agreement": class_agreement,

@@ -43,7 +43,7 @@ import numpy as np
 from edgeproto import atomic_files
 from edgeproto.bundle import MANIFEST, Bundle, open_bundle, sha256_file
 from edgeproto.errors import EdgeprotoError
-from edgeproto.outputs import OUTPUTS, check_shapes, compare_golden, golden_tolerance, run_outputs
+from edgeproto.outputs import OUTPUTS, check_shapes, compare_golden, golden_passed, golden_tolerance, run_outputs
 from edgeproto.progress import progress_bar
 from edgeproto.runtimes.registry import RUNTIMES, RuntimeSpec, artifact_key, check_guard, get_runtime
 
@@ -166,8 +166,9 @@ def golden_check(bundle: Bundle, runner, precision: str = "fp32") -> dict:
     tol = golden_tolerance(precision)
     check = compare_golden({k: golden[k] for k in OUTPUTS}, out, bundle.last_layer(), atol=tol["atol"], rtol=tol["rtol"])
     check["min_agreement"] = tol["min_agreement"]
-    check["passed"] = (all(d["within_tolerance"] for d in check["diffs"].values())
-                       and check["top1_prototype_agreement"] >= tol["min_agreement"])
+    check["min_class_agreement"] = tol["min_class_agreement"]
+    check["elementwise_gated"] = tol["elementwise"]
+    check["passed"] = golden_passed(check, tol)
     check["max_abs"] = {n: (d["max_abs"] if np.isfinite(d["max_abs"]) else None) for n, d in check["diffs"].items()}
     return check
 
