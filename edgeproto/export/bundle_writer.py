@@ -103,13 +103,16 @@ def export_bundle(
     rtol: float = 1e-4,
     force: bool = False,
     as_zip: bool = False,
+    status=None,
 ) -> dict:
     """Write the bundle for ``checkpoint`` at ``out`` (or ``out`` as one ``.zip``); return the manifest.
 
     The bundle is assembled under a temporary name and renamed only after ONNX Runtime reproduced
     the PyTorch outputs on the golden inputs within ``atol + rtol·|ref|`` with the same top-1
     prototype; otherwise nothing is left behind and an ``EdgeprotoError`` gives the differences.
+    ``status(text)``, when given, is told each step (the CLI shows it on stderr).
     """
+    status = status or (lambda text: None)
     out = Path(out)
     target = out.with_name(out.name + ".zip") if as_zip and out.suffix != ".zip" else out
     check_tolerances(atol, rtol)
@@ -127,14 +130,17 @@ def export_bundle(
     if golden < 1:
         raise EdgeprotoError("--golden must be at least 1")
     checkpoint = Path(checkpoint)
+    status("loading the checkpoint")
     model, config = load_checkpoint(checkpoint)
     family = get_family(config["model"]["prototypes"]["family"])
+    status(f"PyTorch reference outputs on {golden} golden images")
     inputs, ids, labels = golden_inputs(config, golden)
     with torch.no_grad():
         reference = {k: v.numpy() for k, v in model(torch.from_numpy(inputs)).items()}
     last_layer = model.class_weights().numpy().astype(np.float32)
 
-    args = (checkpoint, config, model, family, inputs, ids, labels, reference, last_layer, ops, opset, atol, rtol)
+    args = (checkpoint, config, model, family, inputs, ids, labels, reference, last_layer, ops, opset, atol, rtol,
+            status)
     if not as_zip:
         with atomic_files.staged_path(out) as stage:
             return _assemble(stage, *args)
@@ -149,13 +155,15 @@ def export_bundle(
 
 
 def _assemble(stage, checkpoint, config, model, family, inputs, ids, labels, reference, last_layer,
-              ops, opset, atol, rtol) -> dict:
+              ops, opset, atol, rtol, status) -> dict:
     """Write every bundle file into the empty directory ``stage`` and return the manifest."""
     stage.mkdir()
+    status(f"exporting to ONNX (opset {opset}, ops={ops})")
     onnx_model = export_onnx(model, torch.from_numpy(inputs[:2]), stage / "model.onnx", ops=ops, opset=opset)
     _metadata(config, onnx_model)
     atomic_files.write_bytes(stage / "model.onnx", onnx_model.SerializeToString())
 
+    status("checking the ONNX model in ONNX Runtime against PyTorch")
     actual = OnnxRuntimeRunner(_runnable(onnx_model, ops, opset)).run(inputs)
     compared = compare_golden(reference, actual, last_layer, atol=atol, rtol=rtol)
     diffs, agreement = compared["diffs"], compared["top1_prototype_agreement"]
@@ -168,6 +176,7 @@ def _assemble(stage, checkpoint, config, model, family, inputs, ids, labels, ref
             f"({worst}; top-1 prototype agreement {agreement:.3f}); no bundle written"
         )
 
+    status("writing the bundle")
     (stage / "prototypes").mkdir()
     for rec in config["prototypes"]:
         shutil.copyfile(checkpoint / rec["patch_png"], stage / rec["patch_png"])
