@@ -487,3 +487,252 @@ def test_cli_subprocess_error_line(tmp_path):
     assert result.stderr.strip().splitlines() == [
         "error: recipe key 'train.lr.backbone': must be a number, got 'fast'"]
     assert listing(tmp_path) == before
+
+
+# --------------------------------------------------------------------------- must never happen: dedicated tests
+
+
+@pytest.mark.slow
+def test_replaced_zip_is_not_stale(artifacts, tmp_path, monkeypatch):
+    """A replaced .zip opens as the new bundle (the extraction cache is keyed by the zip's sha256)."""
+    from edgeproto.bundle import open_bundle
+    from edgeproto.export.bundle_writer import export_bundle
+
+    monkeypatch.setenv("EDGEPROTO_CACHE", str(tmp_path / "cache"))
+    export_bundle(artifacts["ckpt"], tmp_path / "six", golden=6, as_zip=True)
+    shutil.copyfile(artifacts["zip"], tmp_path / "model.zip")
+    assert len(open_bundle(tmp_path / "model.zip").golden()["image"]) == 4
+    shutil.copyfile(tmp_path / "six.zip", tmp_path / "model.zip")  # the user ships a new model under the same name
+    assert len(open_bundle(tmp_path / "model.zip").golden()["image"]) == 6
+    assert not (tmp_path / "model").exists()  # nothing extracted beside the zip any more
+    assert len(list((tmp_path / "cache" / "bundles").iterdir())) == 2
+
+
+@pytest.mark.slow
+def test_failed_zip_open_leaves_nothing(artifacts, tmp_path, monkeypatch):
+    from edgeproto.bundle import open_bundle
+    from edgeproto.errors import EdgeprotoError
+
+    monkeypatch.setenv("EDGEPROTO_CACHE", str(tmp_path / "cache"))
+    shutil.copytree(artifacts["bundle"], tmp_path / "bundle")
+    s_zip_with({"golden/logits.npy": b"\x93NUMPY tampered"})(tmp_path)
+    with pytest.raises(EdgeprotoError, match="sha256 mismatch"):
+        open_bundle(tmp_path / "evil.zip")
+    assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.slow
+def test_export_force_replaces_only_a_bundle(artifacts, tmp_path, capsys):
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(artifacts["ckpt"], ckpt)
+    before = listing(ckpt)
+    assert run_main(["export", str(ckpt), "-o", str(ckpt), "--force"], capsys)[0] == 2
+    assert listing(ckpt) == before  # the checkpoint is intact
+    assert run_main(["export", str(ckpt), "-o", str(tmp_path / "b"), "--golden", "2", "--json"], capsys)[0] == 0
+    code, out, err = run_main(["export", str(ckpt), "-o", str(tmp_path / "b"), "--golden", "3", "--force", "--json"],
+                              capsys)
+    assert code == 0, err
+    assert len(json.loads((tmp_path / "b" / "manifest.json").read_text())["golden"]["labels"]) == 3
+
+
+@pytest.mark.slow
+def test_train_out_refuses_a_foreign_directory_and_resumes_no_empty_folder(tmp_path, capsys):
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "data.csv").write_text("1,2,3")
+    path = recipe(tmp_path)
+    code, _, err = run_main(["train", "--recipe", str(path), "--out", str(tmp_path / "work"), "--force"], capsys)
+    assert code == 2 and "not an edgeproto checkpoint" in err
+    assert (tmp_path / "work" / "data.csv").read_text() == "1,2,3"
+    bad = recipe(tmp_path, lambda r: r["data"].update(num_classes=1), name="bad.yaml")  # fails in the dataset
+    code, _, err = run_main(["train", "--recipe", str(bad), "--out", str(tmp_path / "new")], capsys)
+    assert code == 2 and not (tmp_path / "new").exists(), err
+
+
+def test_yaml_aliases_and_size_are_bounded(tmp_path):
+    from edgeproto.errors import EdgeprotoError
+    from edgeproto.yaml_files import load_yaml, parse_yaml
+
+    assert parse_yaml("a: [1, 2]\nb: {c: 1e-4}\n") == {"a": [1, 2], "b": {"c": "1e-4"}}
+    with pytest.raises(EdgeprotoError, match="aliases"):
+        parse_yaml(BILLION_LAUGHS)
+    with pytest.raises(EdgeprotoError, match="aliases"):
+        parse_yaml("a: &x 1\nb: *x\n")
+    (tmp_path / "big.yaml").write_text("a: 1\n" + "#" * (2 << 20))
+    with pytest.raises(EdgeprotoError, match="KiB"):
+        load_yaml(tmp_path / "big.yaml")
+    with pytest.raises(EdgeprotoError, match="nested"):
+        parse_yaml("a: " + "[" * 100 + "]" * 100)
+
+
+def test_every_shipped_recipe_is_valid_and_lr_strings_are_numbers():
+    from edgeproto.train import load_recipe, validate_recipe
+
+    for path in sorted((Path(__file__).resolve().parents[1] / "models").glob("*.yaml")):
+        load_recipe(path)
+    raw = json.loads(json.dumps(TINY_RECIPE))
+    raw["model"]["prototypes"]["family"] = "l2_log"
+    raw["train"]["lr"] = {"backbone": "1e-4"}  # YAML 1.1 reads 1e-4 as a string
+    assert validate_recipe(raw)["train"]["lr"]["backbone"] == pytest.approx(1e-4)
+
+
+def test_resource_caps(tmp_path):
+    from edgeproto.compare.options import ValidateOptions
+    from edgeproto.data.preprocess import load_image, read_image_size
+    from edgeproto.environment import usable_cpus
+    from edgeproto.errors import EdgeprotoError
+    from edgeproto.measure.bench import check_batches
+
+    with pytest.raises(EdgeprotoError, match="usable CPU"):
+        ValidateOptions(threads=usable_cpus() + 1).check()
+    ValidateOptions(threads=usable_cpus()).check()
+    with pytest.raises(EdgeprotoError, match="4096"):
+        check_batches([1_000_000])
+    with pytest.raises(EdgeprotoError, match="batch must be at most"):
+        ValidateOptions(batch=1_000_000).check()
+    png_header(tmp_path / "big.png", 9000, 9000)  # 81 Mpx: refused from the header, nothing decoded
+    for fn in (load_image, read_image_size):
+        with pytest.raises(EdgeprotoError, match="81 Mpx"):
+            fn(tmp_path / "big.png")
+    png_header(tmp_path / "bomb.png", 20000, 20000)  # 400 Mpx: Pillow's own bomb error, as one clear line
+    with pytest.raises(EdgeprotoError, match="decompression bomb"):
+        load_image(tmp_path / "bomb.png")
+
+
+def test_float_images_are_scaled_and_nan_refused(tmp_path):
+    from PIL import Image
+
+    from edgeproto.data.preprocess import SCALED_NOTE, load_image
+    from edgeproto.errors import EdgeprotoError
+
+    a = np.full((8, 8), 0.5, dtype=np.float32)
+    Image.fromarray(a, "F").save(tmp_path / "half.tif")
+    img = load_image(tmp_path / "half.tif")
+    assert np.asarray(img).mean() == pytest.approx(128, abs=1)  # not black
+    assert img.info.get("edgeproto_scaled") == SCALED_NOTE
+    s_nan_tiff(tmp_path)
+    with pytest.raises(EdgeprotoError, match="NaN"):
+        load_image(tmp_path / "nan.tif")
+
+
+def test_int8_verdict_is_validates():
+    """compile's golden check, verify and validate judge int8 by the same limits."""
+    from edgeproto.compare.thresholds import default_thresholds
+    from edgeproto.outputs import golden_passed, golden_tolerance
+
+    tol, limits = golden_tolerance("int8"), default_thresholds("int8")
+    assert tol["min_agreement"] == limits["top1_prototype_agreement"]
+    assert tol["min_class_agreement"] == limits["prediction_agreement"]
+    assert not tol["elementwise"] and all(limits[f"{n}_max_abs"] is None for n in ("logits", "scores", "maps"))
+    check = {"diffs": {"maps": {"within_tolerance": False, "finite": True}}, "top1_prototype_agreement": 0.9,
+             "class_agreement": 1.0}
+    assert golden_passed(check, tol)  # int8 maps move more than atol: validate would pass it, so does compile
+    assert not golden_passed(check, golden_tolerance("fp16"))
+    check["diffs"]["maps"]["finite"] = False
+    assert not golden_passed(check, tol)
+
+
+def test_console_is_wide_when_piped():
+    from edgeproto.commands.options import console
+
+    assert console().width == 160  # pytest captures stdout: not a terminal
+
+
+@pytest.mark.slow
+def test_compile_read_only_bundle_and_sweep(artifacts, tmp_path, monkeypatch, capsys):
+    """Root ignores permissions, so the read-only bundle is simulated through os.access / mkdtemp."""
+    import tempfile
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(artifacts["bundle"], bundle)
+    before = listing(tmp_path)
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, *a, **k: False if str(p).startswith(str(bundle)) and mode == os.W_OK
+                        else real_access(p, mode, *a, **k))
+    code, _, err = run_main(["compile", str(bundle), "--precision", "fp16"], capsys)
+    assert code == 2 and "read-only" in err and "Traceback" not in err
+    code, _, err = run_main(["validate", str(bundle), "--sweep", "--targets", "onnxruntime", "--limit", "4"], capsys)
+    assert code == 2 and "read-only" in err, err
+    monkeypatch.setattr(os, "access", real_access)
+
+    def no_space(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", no_space)
+    code, _, err = run_main(["compile", str(bundle), "--precision", "fp16"], capsys)
+    assert code == 2 and "No space left" in err, err
+    assert listing(tmp_path) == before
+
+
+@pytest.mark.slow
+def test_explain_out_forms(artifacts, tmp_path, monkeypatch, capsys):
+    bundle = tmp_path / "bundle"
+    shutil.copytree(artifacts["bundle"], bundle)
+    img = image(tmp_path / "photo 图像.png")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "figs").mkdir()
+    for out, expect in [("x.png", ["x.png", "x.json"]), ("y.json", ["y.png", "y.json"]), ("pre", ["pre.png", "pre.json"]),
+                        ("figs", ["figs/photo 图像.explained.png", "figs/photo 图像.explained.json"]),
+                        ("new/", ["new/photo 图像.explained.png", "new/photo 图像.explained.json"]),
+                        (".", ["photo 图像.explained.png", "photo 图像.explained.json"])]:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no glyph warnings for the unicode file name
+            code, _, err = run_main(["explain", str(bundle), str(img), "-o", out, "--json"], capsys)
+        assert code == 0, (out, err)
+        for rel in expect:
+            assert (tmp_path / rel).is_file(), (out, rel)
+    assert not list(tmp_path.glob("*.png.png")) and not (tmp_path / "figs.png").exists()
+
+
+@pytest.mark.slow
+def test_compile_force_and_calibration_note(artifacts, tmp_path, capsys):
+    bundle = tmp_path / "bundle"
+    shutil.copytree(artifacts["bundle"], bundle)
+    code, out, err = run_main(["compile", str(bundle), "--precision", "int8", "--calib", "100000"], capsys)
+    assert code == 0, err
+    assert "calibrated on all" in out
+    entry = json.loads((bundle / "manifest.json").read_text())["compiled"]["onnxruntime-int8"]
+    assert entry["calibration"]["requested"] == 100000 and "calibrated on all" in entry["calibration"]["note"]
+    assert entry["calibration"]["images"] < 100000
+    assert "PASS" in out or "FAIL" in out
+    code, _, err = run_main(["compile", str(bundle), "--precision", "int8"], capsys)
+    assert code == 2 and "--force" in err
+    code, out, err = run_main(["compile", str(bundle), "--precision", "int8", "--calib", "8", "--force"], capsys)
+    assert code == 0, err
+    assert json.loads((bundle / "manifest.json").read_text())["compiled"]["onnxruntime-int8"]["calibration"]["images"] == 8
+
+
+@pytest.mark.slow
+def test_relative_data_root_is_stored_absolute_and_can_be_overridden(tmp_path, monkeypatch, capsys):
+    """data.root: imgs (relative) → stored absolute; export/compile int8 work from another folder;
+    after the images move, compile --data-root and validate --data-root find them."""
+    work = tmp_path / "work"
+    for cls in ("a", "b"):
+        (work / "imgs" / cls).mkdir(parents=True)
+        for i in range(5):
+            from PIL import Image
+
+            Image.new("RGB", (32, 32), (40 * i, 200 if cls == "a" else 20, 90)).save(work / "imgs" / cls / f"{i}.png")
+    path = recipe(work, lambda r: (r.update(data={"name": "folder", "root": "imgs", "image_size": 32}),
+                                   r["train"].update(joint_epochs=1, last_layer_epochs=1)))
+    monkeypatch.chdir(work)
+    code, _, err = run_main(["train", "--recipe", str(path), "--out", "ckpt", "--quiet", "--json"], capsys)
+    assert code == 0, err
+    cfg = json.loads((work / "ckpt" / "config.json").read_text())
+    assert cfg["recipe"]["data"]["root"] == str((work / "imgs").resolve())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    code, _, err = run_main(["export", str(work / "ckpt"), "-o", "bundle", "--golden", "2", "--json"], capsys)
+    assert code == 0, err
+    code, _, err = run_main(["compile", "bundle", "--precision", "int8", "--calib", "4", "--json"], capsys)
+    assert code == 0, err
+    shutil.move(str(work / "imgs"), str(tmp_path / "moved"))
+    code, _, err = run_main(["compile", "bundle", "--precision", "int8", "--calib", "4", "--force"], capsys)
+    assert code == 2 and "image folder not found" in err
+    code, _, err = run_main(["compile", "bundle", "--precision", "int8", "--calib", "4", "--force",
+                             "--data-root", str(tmp_path / "moved")], capsys)
+    assert code == 0, err
+    code, _, err = run_main(["validate", "bundle", "--data-root", str(tmp_path / "moved"), "--json"], capsys)
+    assert code in (0, 1), err  # a verdict, not an error
