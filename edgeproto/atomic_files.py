@@ -71,3 +71,27 @@ def staged_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
         raise _os_error(path, exc) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _resolved(path: str | Path) -> Path:
+    return Path(path).expanduser().resolve()
+
+
+def overlaps(a: str | Path, b: str | Path) -> bool:
+    """True when ``a`` and ``b`` are the same path or one is inside the other (symlinks resolved)."""
+    ra, rb = _resolved(a), _resolved(b)
+    return ra == rb or ra in rb.parents or rb in ra.parents
+
+
+def check_output(out: str | Path, inputs: dict[str, str | Path | None], option: str = "--out") -> None:
+    """Refuse an output path that is, contains, or is inside one of ``inputs`` ({description: path}).
+
+    Writing (or, with --force, replacing) such an output would destroy the input it is read from.
+    """
+    for what, path in inputs.items():
+        if path is None or str(path) == "":
+            continue
+        if overlaps(out, path):
+            ra, rb = _resolved(out), _resolved(path)
+            how = "is" if ra == rb else ("is inside" if rb in ra.parents else "contains")
+            raise EdgeprotoError(f"{option} {out} {how} the {what} {path}; write the output somewhere else")

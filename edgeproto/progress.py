@@ -22,3 +22,15 @@ def progress_bar(enabled: bool, label: str, total: int | None) -> Iterator[Calla
                   console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task(label, total=total)
         yield lambda n=1: bar.advance(task, n)
+
+
+@contextlib.contextmanager
+def status_line(enabled: bool, label: str) -> Iterator[Callable[[str], None]]:
+    """A transient spinner on stderr for a job whose steps have no count; yields ``update(text)``."""
+    if not enabled:
+        yield lambda text: None
+        return
+    from rich.console import Console
+
+    with Console(stderr=True).status(label) as status:
+        yield lambda text: status.update(f"{label}: {text}")

@@ -80,6 +80,10 @@ def run_bench(
     sizes = parse_batches(batches) if isinstance(batches, str) else tuple(batches)
     with_torch = _compare_torch(compare)
     _check_common(target, precision, guard, threads, min_queries, min_seconds)
+    if not host:
+        from edgeproto.measure.bench import check_local_threads
+
+        check_local_threads(threads)
 
     if host:
         from edgeproto.measure.jetson import bench_remote
@@ -136,13 +140,12 @@ def _mem(mem: dict | None) -> str:
 
 def render(report: dict, console=None) -> None:
     """The report as a rich table plus the facts that qualify it (runtime, threads, memory, board)."""
-    from rich.console import Console
     from rich.table import Table
 
-    if console is None:
-        console = Console()
-        if not console.is_terminal:  # piped or captured: do not squeeze the table into 80 columns
-            console = Console(width=max(console.width, 150))
+    if console is None:  # piped or captured: 160 columns, the table is not squeezed into 80
+        from edgeproto.commands.options import console as make_console
+
+        console = make_console()
     jetson = report.get("jetson")
     remote = report.get("remote")
     where = f" on {remote['host']}" if remote else ""

@@ -13,21 +13,48 @@ import click
 
 from edgeproto import atomic_files
 from edgeproto.commands.options import artifact_options, console, json_option
+from edgeproto.errors import EdgeprotoError
+
+
+def output_paths(image, out=None) -> tuple[Path, Path]:
+    """Where the figure and the JSON go. ``out``: ``x.png`` or ``x.json`` (the other gets the same stem),
+    a directory (existing, or written with a trailing ``/``: ``<image stem>.explained.png/.json`` in it),
+    or a prefix ``x`` (``x.png``, ``x.json``). Default: ``<image without suffix>.explained.*`` beside it."""
+    stem = Path(image).stem + ".explained"
+    if out is None or str(out) == "":
+        base = Path(image).with_name(stem)
+    else:
+        text = str(out)
+        path = Path(text).expanduser()
+        if text.endswith(("/", "\\")) or path.is_dir() or path.name in ("", ".", ".."):
+            if path.exists() and not path.is_dir():
+                raise EdgeprotoError(f"-o {out}: not a directory")
+            base = path / stem
+        elif path.suffix.lower() in (".png", ".json"):
+            base = path.with_suffix("")
+        else:
+            base = path
+    png, js = base.with_name(base.name + ".png"), base.with_name(base.name + ".json")
+    for p in (png, js):
+        if p.is_dir():
+            raise EdgeprotoError(f"-o {out}: {p} is a directory")
+    return png, js
 
 
 def run_explain(bundle, image, target: str = "onnxruntime", precision: str = "fp32", guard: str = "prototypes",
                 device: str | None = None, k: int = 3, out_prefix=None, as_json: bool = False) -> int:
     """Explain ``image`` with ``bundle`` on ``target``; write ``<out_prefix>.png`` and ``<out_prefix>.json``.
 
-    ``out_prefix`` defaults to ``<image without suffix>.explain``. Prints a summary table (or the JSON).
+    ``out_prefix``: see :func:`output_paths`. Prints a summary table (or the JSON).
     """
     from edgeproto.device.explain import as_bundle, explain_image
     from edgeproto.device.figure import render_explanation
 
+    png, js = output_paths(image, out_prefix)
     opened = as_bundle(bundle)
+    atomic_files.check_output(png, {"bundle": opened.root, "image": image}, "-o/--out")
+    atomic_files.check_output(js, {"bundle": opened.root, "image": image}, "-o/--out")
     result = explain_image(opened, image, target=target, precision=precision, guard=guard, device=device, k=k)
-    prefix = Path(out_prefix) if out_prefix else Path(image).with_suffix("").with_name(Path(image).stem + ".explain")
-    png, js = prefix.with_name(prefix.name + ".png"), prefix.with_name(prefix.name + ".json")
     render_explanation(opened, image, result, png)
     result["figure"] = str(png)
     atomic_files.write_text(js, json.dumps(result, indent=2))
@@ -60,10 +87,10 @@ def run_explain(bundle, image, target: str = "onnxruntime", precision: str = "fp
 @click.argument("image", type=click.Path())
 @artifact_options
 @click.option("-k", "--top", "k", type=int, default=3, show_default=True, help="prototypes to show")
-@click.option("-o", "--out", "out_prefix", default=None, help="write OUT.png and OUT.json (default: next to IMAGE)")
+@click.option("-o", "--out", "out_prefix", default=None,
+              help="OUT.png / OUT.json, a directory, or a prefix for .png and .json (default: IMAGE.explained.*)")
 @json_option("print the explanation as JSON")
 def explain(bundle: str, image: str, target: str, precision: str, guard: str, device: str | None, k: int,
             out_prefix: str | None, as_json: bool) -> None:
     """On-device "this looks like that": prediction, top prototypes, heatmaps and source patches."""
-    prefix = out_prefix or str(Path(image).with_suffix("")) + ".explained"
-    sys.exit(run_explain(bundle, image, target, precision, guard, device, k, prefix, as_json))
+    sys.exit(run_explain(bundle, image, target, precision, guard, device, k, out_prefix, as_json))

@@ -42,10 +42,14 @@ def render_export(out: str, manifest: dict) -> None:
 def export(checkpoint: str, out: str, ops: str, opset: int, golden: int, atol: float, rtol: float,
            as_zip: bool, force: bool, as_json: bool) -> None:
     """Export a checkpoint to a deployment bundle, checked in ONNX Runtime against PyTorch."""
-    from edgeproto.export.bundle_writer import export_bundle
+    from edgeproto.progress import status_line
 
-    manifest = export_bundle(checkpoint, out, ops=ops, opset=opset, golden=golden, atol=atol, rtol=rtol,
-                             force=force, as_zip=as_zip)
+    with status_line(not as_json, "export") as status:
+        status("loading PyTorch and ONNX")
+        from edgeproto.export.bundle_writer import export_bundle
+
+        manifest = export_bundle(checkpoint, out, ops=ops, opset=opset, golden=golden, atol=atol, rtol=rtol,
+                                 force=force, as_zip=as_zip, status=status)
     if as_json:
         click.echo(json.dumps({"bundle": out, "model": manifest["model"], "export_check": manifest["export_check"]},
                               indent=2))

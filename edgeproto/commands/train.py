@@ -13,14 +13,15 @@ def show_summary(summary: dict, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
+    from edgeproto.commands.options import console
     from edgeproto.train.summary import render
 
-    render(summary)
+    render(summary, console())
 
 
 @click.command()
 @click.option("--recipe", "recipe_path", required=True, type=click.Path(dir_okay=False), help="models/<recipe>.yaml")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="checkpoint directory to write")
+@click.option("--out", required=True, type=click.Path(), help="checkpoint directory to write")
 @click.option("--force", is_flag=True, help="overwrite a finished checkpoint in --out")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 @click.option("--json", "as_json", is_flag=True, help="print the checkpoint summary as JSON")
@@ -33,6 +34,9 @@ def train(recipe_path: str, out: str, force: bool, quiet: bool, as_json: bool) -
     from edgeproto.train import train as run_training
     from edgeproto.train.summary import summarize
 
+    from edgeproto import atomic_files
+
+    atomic_files.check_output(out, {"recipe": recipe_path})
     config = run_training(load_recipe(recipe_path), out, force=force, quiet=quiet or as_json)
     if int(os.environ.get("RANK", "0")) == 0:
         show_summary(summarize(config, out), as_json)

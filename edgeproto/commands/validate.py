@@ -118,6 +118,7 @@ def run_validate(
     threads: int = 0,
     latency_queries: int = 50,
     progress: bool = True,
+    data_root=None,
 ) -> int:
     """Validate ``bundle`` on ``target`` (or, with ``sweep``, every precision of ``targets``) against its
     PyTorch reference; write ``<out>/report.json`` and ``<out>/report.html`` when ``out`` is given.
@@ -131,7 +132,20 @@ def run_validate(
     from edgeproto.compare.validate import validate_bundle
 
     options = ValidateOptions(data=data, split=split, limit=limit, batch=batch, thresholds=thresholds, device=device,
-                              threads=threads, latency_queries=latency_queries, progress=progress and not as_json)
+                              threads=threads, latency_queries=latency_queries, progress=progress and not as_json,
+                              data_root=data_root)
+    options.check()
+    if targets and not sweep:
+        raise EdgeprotoError("--targets is for --sweep; validate one target with --target")
+    if out is not None:
+        from edgeproto import atomic_files
+        from edgeproto.bundle import open_bundle
+
+        root = bundle.root if hasattr(bundle, "root") else open_bundle(bundle, verify=False).root
+        atomic_files.check_output(out, {"bundle": root, "bundle file": getattr(bundle, "root", bundle),
+                                        "data config": data if isinstance(data, (str, Path)) else None}, "--out")
+        if Path(out).exists() and not Path(out).is_dir():
+            raise EdgeprotoError(f"--out {out} exists and is not a directory")
     if sweep:
         result = run_sweep(bundle, _targets(target, targets), options)
     else:
@@ -157,17 +171,19 @@ def run_validate(
 @artifact_options
 @click.option("--data", type=click.Path(dir_okay=False), default=None,
               help="dataset config or recipe YAML (default: the bundle's recipe data)")
+@click.option("--data-root", type=click.Path(file_okay=False), default=None,
+              help="the image folder of the bundle's dataset, when it is no longer where the manifest says")
 @click.option("--split", default="test", show_default=True, help="dataset split")
 @click.option("--limit", type=int, default=None, help="N images, evenly spaced over the split")
 @click.option("--threads", type=int, default=0, show_default=True, help="runtime and PyTorch threads (0: default)")
 @click.option("--thresholds", type=click.Path(dir_okay=False), default=None, help="YAML/JSON overriding thresholds")
-@click.option("--out", type=click.Path(file_okay=False), default=None, help="write report.json + report.html here")
+@click.option("--out", type=click.Path(), default=None, help="write report.json + report.html here")
 @click.option("--sweep", is_flag=True, help="fp32, fp16/bf16, int8 with and without the guard, in one table")
 @click.option("--targets", default=None, help="with --sweep: comma-separated targets (default: --target)")
 @json_option()
-def validate(bundle, target, precision, guard, device, data, split, limit, threads, thresholds, out, sweep, targets,
-             as_json) -> None:
+def validate(bundle, target, precision, guard, device, data, data_root, split, limit, threads, thresholds, out, sweep,
+             targets, as_json) -> None:
     """Accuracy, parity and explanation fidelity vs the PyTorch reference; exit 1 when a threshold fails."""
     sys.exit(run_validate(bundle, target=target, precision=precision, guard=guard, data=data, split=split,
                           limit=limit, thresholds=thresholds, out=out, sweep=sweep, targets=targets,
-                          device=device, threads=threads, as_json=as_json))
+                          device=device, threads=threads, as_json=as_json, data_root=data_root))

@@ -37,7 +37,10 @@ def run_verify(bundle, target: str = "onnxruntime", precision: str = "fp32", gua
     out.print(table)
     out.print(f"top-1 prototype agreement: {report['top1_prototype_agreement']:.3f} "
                   f"(required ≥ {report['min_agreement']:g}); top-1 class agreement: "
-                  f"{report['top1_class_agreement']:.3f}")
+                  f"{report['top1_class_agreement']:.3f}"
+                  + (f" (required ≥ {report['min_class_agreement']:g})" if report.get("min_class_agreement") else ""))
+    if not report.get("elementwise_gated", True):
+        out.print("int8: the element-wise differences are shown, not gated (as validate judges int8)")
     out.print("[bold green]PASSED[/]" if report["passed"] else "[bold red]FAILED[/]")
     return code
 

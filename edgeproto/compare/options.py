@@ -9,8 +9,19 @@ from pathlib import Path
 import numpy as np
 
 from edgeproto.compare.fidelity import DEFAULT_K
+from edgeproto.environment import usable_cpus
 from edgeproto.compare.localization import STABILITY_NOISE_STD
 from edgeproto.errors import EdgeprotoError
+
+
+MAX_BATCH = 4096
+
+
+def check_threads(threads: int) -> None:
+    """0 (the runtime's choice) up to the number of CPUs this process may use."""
+    cpus = usable_cpus()
+    if not isinstance(threads, bool) and isinstance(threads, (int, np.integer)) and threads > cpus:
+        raise EdgeprotoError(f"--threads {threads} is more than the {cpus} usable CPU(s) of this machine")
 
 
 @dataclass(frozen=True)
@@ -23,7 +34,8 @@ class ValidateOptions:
     ``threads``: for the runtime (threads also for the PyTorch reference); ``checkpoint``: where the
     reference checkpoint is if not where the manifest says; ``k``: the top-k of fidelity;
     ``samples`` / ``worst``: example images in the report; ``noise_std`` / ``seed``: stability;
-    sweep only: ``latency_queries`` timed batch-1 queries, ``calib`` int8 calibration images.
+    sweep only: ``latency_queries`` timed batch-1 queries, ``calib`` int8 calibration images;
+    ``data_root``: the image folder of the bundle's dataset when it moved (replaces ``root``).
     """
 
     data: str | Path | Mapping | None = None
@@ -42,6 +54,7 @@ class ValidateOptions:
     progress: bool = True
     latency_queries: int = 50
     calib: int = 64
+    data_root: str | Path | None = None
 
     def check(self) -> None:
         """Refuse values that cannot be right, with one clear error."""
@@ -49,6 +62,9 @@ class ValidateOptions:
             _whole(name, getattr(self, name), 1)
         for name in ("samples", "worst", "threads", "seed"):
             _whole(name, getattr(self, name), 0)
+        if self.batch > MAX_BATCH:
+            raise EdgeprotoError(f"batch must be at most {MAX_BATCH} images, got {self.batch}")
+        check_threads(self.threads)
         if isinstance(self.noise_std, bool) or not isinstance(self.noise_std, (int, float)) or not self.noise_std >= 0:
             raise EdgeprotoError(f"noise_std must be a number ≥ 0, got {self.noise_std!r}")
 

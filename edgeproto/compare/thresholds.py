@@ -128,15 +128,10 @@ def _check_mapping(raw: Mapping, where: str, allow_sections: bool) -> None:
 
 def read_thresholds_file(path: str | Path) -> dict:
     """The raw mapping of a YAML/JSON thresholds file (checked: known names, numeric limits)."""
-    import yaml
+    from edgeproto.yaml_files import load_yaml
 
     path = Path(path)
-    if not path.is_file():
-        raise EdgeprotoError(f"thresholds file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text())  # YAML is a superset of JSON
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise EdgeprotoError(f"thresholds file {path} is unreadable: {exc}") from None
+    raw = load_yaml(path, "thresholds file")  # YAML is a superset of JSON
     if raw is None:
         raw = {}
     if not isinstance(raw, Mapping):

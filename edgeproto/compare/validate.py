@@ -69,15 +69,10 @@ def load_data_config(data, bundle: Bundle) -> dict:
     if isinstance(data, Mapping):
         raw, where = data, "data config"
     else:
-        import yaml
+        from edgeproto.yaml_files import load_yaml
 
         path = Path(data)
-        if not path.is_file():
-            raise EdgeprotoError(f"data config file not found: {path}")
-        try:
-            raw = yaml.safe_load(path.read_text())
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-            raise EdgeprotoError(f"data config file {path} is unreadable: {exc}") from None
+        raw = load_yaml(path, "data config file")
         where = str(path)
     if isinstance(raw, Mapping) and isinstance(raw.get("data"), Mapping):
         raw = raw["data"]  # a recipe (dataset configs have no 'data' key): use its data section
@@ -166,6 +161,10 @@ def _prepare(bundle, options: ValidateOptions) -> _Context:
     options.check()
     bundle = as_bundle(bundle)
     config = load_data_config(options.data, bundle)
+    if options.data_root is not None:
+        from edgeproto.runtimes.compile import with_data_root
+
+        config = with_data_root(config, options.data_root)
     ds = _open_split(config, options.split, bundle)
     reference = load_runner(bundle, "torch", threads=options.threads, checkpoint=options.checkpoint)
     ids = select_indices(len(ds), options.limit)
@@ -409,6 +408,19 @@ def _row(report: dict, latency: dict | None) -> dict:
     return row
 
 
+def _check_writable_for_sweep(bundle, targets) -> None:
+    """A sweep compiles the artifacts a bundle lacks into it: say so up front when it is read-only."""
+    import os
+
+    opened = as_bundle(bundle)
+    compiled = opened.manifest.get("compiled", {})
+    missing = [artifact_key(t, p, g) for t in targets if t in RUNTIMES for p, g in RUNTIMES[t].sweep
+               if p != "fp32" and artifact_key(t, p, g) not in compiled]
+    if missing and not (os.access(opened.root, os.W_OK) and os.access(opened.root / "manifest.json", os.W_OK)):
+        raise EdgeprotoError(f"bundle {opened.root} is read-only and lacks {', '.join(missing)}: the sweep "
+                             "compiles them into it; copy the bundle somewhere writable (or compile them first)")
+
+
 def sweep_targets() -> list[str]:
     """The installed runtimes that have sweep rows in the registry (the default of ``--sweep``)."""
     return [n for n, spec in RUNTIMES.items() if spec.sweep and not spec.missing()]
@@ -429,6 +441,7 @@ def sweep(bundle, targets: Sequence[str] | None = None, options: ValidateOptions
 
     options = options or ValidateOptions()
     targets = list(targets) if targets is not None else sweep_targets()
+    _check_writable_for_sweep(bundle, targets)
     if not targets:
         raise EdgeprotoError("sweep needs at least one target")
     for t in targets:
@@ -462,7 +475,8 @@ def _sweep(ctx: _Context, targets: list[str], options: ValidateOptions, compile_
                 needs = precision != "fp32" or spec.requires_compile
                 if needs and key not in ctx.bundle.manifest.get("compiled", {}):
                     compile_bundle(ctx.bundle.root, target=spec.artifact_target, precision=precision, guard=guard,
-                                   calib=options.calib, device=options.device, progress=options.progress)
+                                   calib=options.calib, device=options.device, progress=options.progress,
+                                   data_root=options.data_root)
                     ctx.bundle = open_bundle(ctx.bundle.root)
                 runner = load_runner(ctx.bundle, target, precision, guard, options.device, options.threads)
                 report = _evaluate(ctx, runner, target=target, precision=precision, guard=guard,

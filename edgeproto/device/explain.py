@@ -114,4 +114,6 @@ def explain_image(
     }
     if tuple(img.size) != (size, size):
         result["resized_from"] = list(img.size)
+    if img.info.get("edgeproto_scaled"):
+        result["input_note"] = img.info["edgeproto_scaled"]
     return result

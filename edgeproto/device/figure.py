@@ -9,6 +9,7 @@ enlarged] [prototype number, class, score, class weight, contribution]. matplotl
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from PIL import Image
 
 from edgeproto import atomic_files
 from edgeproto.bundle import Bundle
-from edgeproto.data.preprocess import load_image, to_raw
+from edgeproto.data.preprocess import check_pixels, load_image, to_raw
 from edgeproto.errors import EdgeprotoError
 from edgeproto.device.explain import as_bundle
 from edgeproto.maps import upsample_map
@@ -25,6 +26,7 @@ PANEL_PX = 280  # each image panel is drawn at least this many pixels wide
 DPI = 100
 ALPHA = 0.45  # heatmap opacity over the input
 BOX_COLOR = "#00ff66"
+MAX_PATCH_PIXELS = 4_000_000  # a prototype's source patch is a crop of a training image
 
 
 def _display_size(size: int) -> int:
@@ -50,13 +52,18 @@ def _patch(bundle: Bundle, rel: str | None, side: int) -> np.ndarray | None:
     """The prototype's source patch enlarged (nearest, aspect kept) to fit side × side; None if absent."""
     if not rel:
         return None
+    path = bundle.path(rel)
     try:
-        with Image.open(bundle.path(rel)) as im:
+        with Image.open(path) as im:
+            check_pixels(im, f"prototype patch {rel}", MAX_PATCH_PIXELS)  # from the header: nothing decoded yet
+            im.draft("RGB", (side, side))
             im = im.convert("RGB")
             w, h = im.size
             f = side / max(w, h)
             return np.asarray(im.resize((max(1, round(w * f)), max(1, round(h * f))), Image.Resampling.NEAREST))
-    except (OSError, ValueError, SyntaxError):
+    except Image.DecompressionBombError as exc:
+        raise EdgeprotoError(f"prototype patch {rel} in bundle {bundle.root} is too large to draw: {exc}") from None
+    except (OSError, ValueError, SyntaxError, EOFError):
         return None
 
 
@@ -145,6 +152,9 @@ def render_explanation(bundle: Bundle | str | Path, image_path: str | Path, expl
                    transform=ax_tx.transAxes, va="top")
 
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, facecolor="white")
+    with warnings.catch_warnings():  # a file name in a script the font lacks: boxes, not a warning per glyph
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from font")
+        warnings.filterwarnings("ignore", message=r"Matplotlib currently does not support")
+        fig.savefig(buf, format="png", dpi=DPI, facecolor="white")
     atomic_files.write_bytes(out_png, buf.getvalue())
     return Path(out_png)

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 
 from edgeproto.bundle import open_bundle
 from edgeproto.errors import EdgeprotoError
-from edgeproto.outputs import OUTPUTS, check_shapes, compare_golden, golden_tolerance, run_outputs
+from edgeproto.outputs import OUTPUTS, check_shapes, compare_golden, golden_passed, golden_tolerance, run_outputs
 
 def verify_bundle(
     bundle_path: str | Path,
@@ -38,11 +39,14 @@ def verify_bundle(
     from edgeproto.runtimes import load_runner
 
     tol = golden_tolerance(precision)
+    if atol is not None or rtol is not None:
+        tol["elementwise"] = True  # tolerances given explicitly always gate
     atol = tol["atol"] if atol is None else float(atol)
     rtol = tol["rtol"] if rtol is None else float(rtol)
     min_agreement = tol["min_agreement"] if min_agreement is None else float(min_agreement)
-    if atol < 0 or rtol < 0 or not 0.0 <= min_agreement <= 1.0:
-        raise EdgeprotoError("atol and rtol must be >= 0 and min_agreement within [0, 1]")
+    if not (np.isfinite(atol) and np.isfinite(rtol) and atol >= 0 and rtol >= 0 and 0.0 <= min_agreement <= 1.0):
+        raise EdgeprotoError("atol and rtol must be finite numbers >= 0 and min_agreement within [0, 1] "
+                             f"(got atol={atol}, rtol={rtol}, min_agreement={min_agreement})")
 
     bundle = open_bundle(bundle_path, verify=check_integrity)
     golden = bundle.golden()
@@ -58,7 +62,7 @@ def verify_bundle(
     diffs = check["diffs"]
     agreement = check["top1_prototype_agreement"]
     class_agreement = check["class_agreement"]
-    passed = all(d["within_tolerance"] for d in diffs.values()) and agreement >= min_agreement
+    passed = golden_passed(check, {**tol, "min_agreement": min_agreement})
     return {
         "bundle": str(bundle.root),
         "integrity_checked": bool(check_integrity),
@@ -68,6 +72,8 @@ def verify_bundle(
         "atol": atol,
         "rtol": rtol,
         "min_agreement": min_agreement,
+        "min_class_agreement": tol["min_class_agreement"],
+        "elementwise_gated": tol["elementwise"],
         "diffs": diffs,
         "top1_prototype_agreement": agreement,
         "top1_class_agreement": class_agreement,

@@ -66,6 +66,32 @@ def _runnable(model: onnx.ModelProto, ops: str, opset: int) -> bytes:
     return check.SerializeToString()
 
 
+def check_tolerances(atol, rtol) -> None:
+    """--atol / --rtol: finite and non-negative (checked before the checkpoint is loaded)."""
+    for name, value in (("atol", atol), ("rtol", rtol)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value < 0:
+            raise EdgeprotoError(f"--{name} must be a finite number ≥ 0, got {value!r}")
+
+
+def _is_bundle(path: Path) -> bool:
+    """A directory or zip that holds an edgeproto bundle manifest (what --force may replace)."""
+    if path.is_symlink():
+        return False
+    try:
+        if path.is_dir():
+            manifest = json.loads((path / MANIFEST).read_text())
+        elif zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                if zf.getinfo(MANIFEST).file_size > (64 << 20):
+                    return False
+                manifest = json.loads(zf.read(MANIFEST))
+        else:
+            return False
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        return False
+    return isinstance(manifest, dict) and manifest.get("format") == FORMAT
+
+
 def export_bundle(
     checkpoint: str | Path,
     out: str | Path,
@@ -77,17 +103,26 @@ def export_bundle(
     rtol: float = 1e-4,
     force: bool = False,
     as_zip: bool = False,
+    status=None,
 ) -> dict:
     """Write the bundle for ``checkpoint`` at ``out`` (or ``out`` as one ``.zip``); return the manifest.
 
     The bundle is assembled under a temporary name and renamed only after ONNX Runtime reproduced
     the PyTorch outputs on the golden inputs within ``atol + rtol·|ref|`` with the same top-1
     prototype; otherwise nothing is left behind and an ``EdgeprotoError`` gives the differences.
+    ``status(text)``, when given, is told each step (the CLI shows it on stderr).
     """
+    status = status or (lambda text: None)
     out = Path(out)
     target = out.with_name(out.name + ".zip") if as_zip and out.suffix != ".zip" else out
-    if target.exists() and not force:
-        raise EdgeprotoError(f"{target} exists; pass --force to replace it")
+    check_tolerances(atol, rtol)
+    atomic_files.check_output(target, {"checkpoint": checkpoint}, "-o/--out")
+    if target.exists() or target.is_symlink():
+        if not force:
+            raise EdgeprotoError(f"{target} exists; pass --force to replace it")
+        if not _is_bundle(target):
+            raise EdgeprotoError(f"{target} exists and is not an edgeproto bundle; --force only replaces a "
+                                 "previous export: remove it yourself or choose another -o")
     if ops not in OPS_MODES:
         raise EdgeprotoError(f"--ops must be one of {', '.join(OPS_MODES)}")
     if opset not in SUPPORTED_OPSETS:
@@ -95,14 +130,17 @@ def export_bundle(
     if golden < 1:
         raise EdgeprotoError("--golden must be at least 1")
     checkpoint = Path(checkpoint)
+    status("loading the checkpoint")
     model, config = load_checkpoint(checkpoint)
     family = get_family(config["model"]["prototypes"]["family"])
+    status(f"PyTorch reference outputs on {golden} golden images")
     inputs, ids, labels = golden_inputs(config, golden)
     with torch.no_grad():
         reference = {k: v.numpy() for k, v in model(torch.from_numpy(inputs)).items()}
     last_layer = model.class_weights().numpy().astype(np.float32)
 
-    args = (checkpoint, config, model, family, inputs, ids, labels, reference, last_layer, ops, opset, atol, rtol)
+    args = (checkpoint, config, model, family, inputs, ids, labels, reference, last_layer, ops, opset, atol, rtol,
+            status)
     if not as_zip:
         with atomic_files.staged_path(out) as stage:
             return _assemble(stage, *args)
@@ -117,13 +155,15 @@ def export_bundle(
 
 
 def _assemble(stage, checkpoint, config, model, family, inputs, ids, labels, reference, last_layer,
-              ops, opset, atol, rtol) -> dict:
+              ops, opset, atol, rtol, status) -> dict:
     """Write every bundle file into the empty directory ``stage`` and return the manifest."""
     stage.mkdir()
+    status(f"exporting to ONNX (opset {opset}, ops={ops})")
     onnx_model = export_onnx(model, torch.from_numpy(inputs[:2]), stage / "model.onnx", ops=ops, opset=opset)
     _metadata(config, onnx_model)
     atomic_files.write_bytes(stage / "model.onnx", onnx_model.SerializeToString())
 
+    status("checking the ONNX model in ONNX Runtime against PyTorch")
     actual = OnnxRuntimeRunner(_runnable(onnx_model, ops, opset)).run(inputs)
     compared = compare_golden(reference, actual, last_layer, atol=atol, rtol=rtol)
     diffs, agreement = compared["diffs"], compared["top1_prototype_agreement"]
@@ -136,6 +176,7 @@ def _assemble(stage, checkpoint, config, model, family, inputs, ids, labels, ref
             f"({worst}; top-1 prototype agreement {agreement:.3f}); no bundle written"
         )
 
+    status("writing the bundle")
     (stage / "prototypes").mkdir()
     for rec in config["prototypes"]:
         shutil.copyfile(checkpoint / rec["patch_png"], stage / rec["patch_png"])

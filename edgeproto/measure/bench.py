@@ -32,7 +32,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from edgeproto.bundle import Bundle, open_bundle
-from edgeproto.environment import host_info
+from edgeproto.environment import host_info, usable_cpus
 from edgeproto.errors import EdgeprotoError
 from edgeproto.measure.latency import MemoryWindow, measure
 from edgeproto.runtimes import RUNTIMES, check_guard, check_precision, load_runner
@@ -49,6 +49,10 @@ def bench_targets() -> list[str]:
 # --------------------------------------------------------------------------- argument checks
 
 
+MAX_BATCH = 4096  # images in one query (a 224 px float32 batch of 4096 is 2.4 GB)
+MAX_TOTAL_IMAGES = 16384  # over all batch sizes of one run
+
+
 def check_batches(batches: Iterable[int]) -> tuple[int, ...]:
     """The batch sizes as a tuple of whole numbers ≥ 1, or a clear error."""
     if isinstance(batches, (int, np.integer)) and not isinstance(batches, bool):
@@ -62,6 +66,11 @@ def check_batches(batches: Iterable[int]) -> tuple[int, ...]:
     for b in values:
         if isinstance(b, bool) or not isinstance(b, (int, np.integer)) or b < 1:
             raise EdgeprotoError(f"batch size must be a whole number ≥ 1 (got {b!r})")
+        if b > MAX_BATCH:
+            raise EdgeprotoError(f"batch size {b} is more than the {MAX_BATCH} images one query may hold")
+    if len(values) > 64 or sum(int(b) for b in values) > MAX_TOTAL_IMAGES:
+        raise EdgeprotoError(f"batches {','.join(str(b) for b in values)}: at most 64 sizes and "
+                             f"{MAX_TOTAL_IMAGES} images in all")
     return tuple(int(b) for b in values)
 
 
@@ -84,10 +93,18 @@ def _check_common(target: str, precision: str, guard: str, threads, min_queries,
     check_guard(guard)
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
         raise EdgeprotoError(f"threads must be a whole number ≥ 0 (0: the runtime's default) (got {threads!r})")
-    if isinstance(min_queries, bool) or not isinstance(min_queries, int) or min_queries < 1:
-        raise EdgeprotoError(f"min_queries must be a whole number ≥ 1 (got {min_queries!r})")
-    if isinstance(min_seconds, bool) or not isinstance(min_seconds, (int, float)) or not min_seconds >= 0:
-        raise EdgeprotoError(f"min_seconds must be a number ≥ 0 (got {min_seconds!r})")
+    if isinstance(min_queries, bool) or not isinstance(min_queries, int) or not 1 <= min_queries <= 1_000_000:
+        raise EdgeprotoError(f"min_queries must be a whole number from 1 to 1000000 (got {min_queries!r})")
+    if (isinstance(min_seconds, bool) or not isinstance(min_seconds, (int, float))
+            or not 0 <= min_seconds <= 3600):
+        raise EdgeprotoError(f"min_seconds must be a number from 0 to 3600 (got {min_seconds!r})")
+
+
+def check_local_threads(threads: int) -> None:
+    """Threads for a run on this machine: at most the CPUs this process may use."""
+    cpus = usable_cpus()
+    if threads > cpus:
+        raise EdgeprotoError(f"--threads {threads} is more than the {cpus} usable CPU(s) of this machine")
 
 
 # --------------------------------------------------------------------------- inputs and runners
@@ -150,6 +167,7 @@ def bench_bundle(
     """
     _check_common(target, precision, guard, threads, min_queries, min_seconds)
     sizes = check_batches(batches)
+    check_local_threads(threads)
     if target == "jetson":
         from edgeproto.measure.jetson import bench_local
 

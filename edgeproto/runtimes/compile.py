@@ -43,7 +43,7 @@ import numpy as np
 from edgeproto import atomic_files
 from edgeproto.bundle import MANIFEST, Bundle, open_bundle, sha256_file
 from edgeproto.errors import EdgeprotoError
-from edgeproto.outputs import OUTPUTS, check_shapes, compare_golden, golden_tolerance, run_outputs
+from edgeproto.outputs import OUTPUTS, check_shapes, compare_golden, golden_passed, golden_tolerance, run_outputs
 from edgeproto.progress import progress_bar
 from edgeproto.runtimes.registry import RUNTIMES, RuntimeSpec, artifact_key, check_guard, get_runtime
 
@@ -74,6 +74,7 @@ class CalibrationImages:
         total = len(self.dataset)
         if total == 0:
             raise EdgeprotoError("the recipe's train split is empty: no calibration images for int8")
+        self.requested = int(n)
         n = min(int(n), total)
         rng = np.random.default_rng(CALIBRATION_SEED)
         self.indices = sorted(int(i) for i in rng.choice(total, size=n, replace=False))
@@ -98,8 +99,14 @@ class CalibrationImages:
         """The same images without a progress bar (for tools that draw their own)."""
         return _Quiet(self)
 
+    note: str | None = None
+
     def record(self) -> dict:
-        return {"images": len(self), "split": "train", "selection": f"seeded random sample (seed {CALIBRATION_SEED})"}
+        rec = {"images": len(self), "requested": self.requested, "split": "train",
+               "selection": f"seeded random sample (seed {CALIBRATION_SEED})"}
+        if self.note:
+            rec["note"] = self.note
+        return rec
 
 
 class _Quiet:
@@ -115,6 +122,16 @@ class _Quiet:
 
 
 # --------------------------------------------------------------------------- checks
+
+
+def with_data_root(data: dict, data_root: str | Path | None) -> dict:
+    """The manifest's dataset config, with ``root`` replaced by ``data_root`` when given."""
+    data = dict(data)
+    if data_root is not None:
+        if "root" not in data:
+            raise EdgeprotoError(f"--data-root: the bundle's dataset ({data.get('name')!r}) reads no image folder")
+        data["root"] = str(Path(data_root).expanduser().resolve())
+    return data
 
 
 def _check_request(target: str, precision: str, guard: str, calib) -> RuntimeSpec:
@@ -152,8 +169,9 @@ def golden_check(bundle: Bundle, runner, precision: str = "fp32") -> dict:
     tol = golden_tolerance(precision)
     check = compare_golden({k: golden[k] for k in OUTPUTS}, out, bundle.last_layer(), atol=tol["atol"], rtol=tol["rtol"])
     check["min_agreement"] = tol["min_agreement"]
-    check["passed"] = (all(d["within_tolerance"] for d in check["diffs"].values())
-                       and check["top1_prototype_agreement"] >= tol["min_agreement"])
+    check["min_class_agreement"] = tol["min_class_agreement"]
+    check["elementwise_gated"] = tol["elementwise"]
+    check["passed"] = golden_passed(check, tol)
     check["max_abs"] = {n: (d["max_abs"] if np.isfinite(d["max_abs"]) else None) for n, d in check["diffs"].items()}
     return check
 
@@ -234,8 +252,14 @@ def compile_bundle(
     calib: int = 64,
     device: str | None = None,
     progress: bool = True,
+    force: bool = False,
+    data_root: str | Path | None = None,
 ) -> dict:
     """Compile the bundle's model for ``target`` at ``precision``; return the manifest entry.
+
+    An artifact that is already there is refused unless ``force`` (then it is rebuilt and replaced).
+    ``data_root``: where the recipe's image folder is now (int8 calibration), when not where the
+    manifest says.
 
     ``guard="prototypes"`` keeps the prototype subgraph fp32 (see the module docstring);
     ``calib``: how many train-split images calibrate int8; ``device``: where the compiled
@@ -247,12 +271,26 @@ def compile_bundle(
     spec = _check_request(target, precision, guard, calib)
     bundle = _open(bundle_path)
     key = artifact_key(target, precision, guard)
+    if key in bundle.manifest.get("compiled", {}) and not force:
+        raise EdgeprotoError(f"{bundle.root} already holds a compiled {key} artifact; pass --force to rebuild it")
+    if not os.access(bundle.root, os.W_OK) or not os.access(bundle.root / MANIFEST, os.W_OK):
+        raise EdgeprotoError(f"bundle {bundle.root} is read-only: compiling writes compiled/{key}/ and the "
+                             "manifest into it; copy the bundle somewhere writable")
     calibration = None
     if precision == "int8":
-        calibration = CalibrationImages(bundle.manifest["data"], int(calib), progress=progress)
+        calibration = CalibrationImages(with_data_root(bundle.manifest["data"], data_root), int(calib),
+                                        progress=progress)
+        if len(calibration) < int(calib):
+            calibration.note = (f"--calib {calib} asked for more images than the train split holds: "
+                                f"calibrated on all {len(calibration)}")
 
     backend = spec.compiler()
-    stage = Path(tempfile.mkdtemp(prefix=f".{bundle.root.name}.compile-{key}.", dir=_staging_parent(bundle.root)))
+    try:
+        stage = Path(tempfile.mkdtemp(prefix=f".{bundle.root.name}.compile-{key}.",
+                                      dir=_staging_parent(bundle.root)))
+    except OSError as exc:
+        raise EdgeprotoError(f"cannot compile {bundle.root} ({key}): no writable staging place beside or in "
+                             f"the bundle ({exc.strerror or exc})") from None
     try:
         built = stage / key
         built.mkdir()

@@ -1,14 +1,22 @@
-"""Training recipes (YAML): defaults, validation with clear errors, and loading."""
+"""Training recipes (YAML): defaults, validation with clear errors, and loading.
+
+Validation has two steps: :func:`_merge` fills the defaults and names unknown or missing keys;
+then the pydantic schema (:class:`RecipeSchema`) checks every value's type and range, so a bad
+recipe is refused with one line naming the key before any file is written.
+"""
 
 from __future__ import annotations
 
 import copy
+import math
+import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 
 from edgeproto.errors import EdgeprotoError
+from edgeproto.yaml_files import load_yaml
 
 # Every key a recipe may set, with its default. ``None`` marks a required key.
 # ``data`` and ``model.backbone`` are open: their keys are checked by the dataset/backbone.
@@ -97,50 +105,177 @@ def _has_required(d: dict) -> bool:
     return any(v is None or (isinstance(v, dict) and _has_required(v)) for v in d.values())
 
 
+# --------------------------------------------------------------------------- the schema
+
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def _number(value: Any) -> Any:
+    """A real number: ints and floats; also "1e-4", which YAML 1.1 reads as a string. Never a bool."""
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not true/false")
+    if isinstance(value, str) and _NUMBER.match(value.strip()):
+        return float(value)
+    if isinstance(value, (int, float)):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        return float(value)
+    raise ValueError("must be a number")
+
+
+Real = Annotated[float, BeforeValidator(_number)]
+Rate = Annotated[float, BeforeValidator(_number), Field(ge=0)]
+Count = Annotated[StrictInt, Field(ge=0, le=1_000_000)]
+Positive = Annotated[StrictInt, Field(ge=1, le=1_000_000)]
+Size = Annotated[StrictInt, Field(ge=1, le=4096)]  # widths, channels, batch sizes
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class LrSchema(_Section):
+    backbone: Rate
+    add_on: Rate
+    prototypes: Rate
+    last_layer: Rate
+    decoder: Rate
+
+
+class CoefsSchema(_Section):  # loss weights: any sign (ProtoPNet's separation weight is negative)
+    crs_ent: Real
+    clst: Real
+    sep: Real
+    l1: Real
+    commit: Real
+    recon: Real
+    r1: Real
+    r2: Real
+
+
+class TrainSchema(_Section):
+    batch_size: Size
+    warm_epochs: Count
+    joint_epochs: Count
+    last_layer_epochs: Count
+    lr: LrSchema
+    coefs: CoefsSchema
+    weight_decay: Rate
+    push_batch_size: Size
+    push: Literal["project", "visualize"]
+    joint_last_layer: StrictBool
+    init_from: StrictStr
+    freeze_backbone: StrictBool
+    prune_unused: StrictBool
+    augment_shift: Annotated[StrictInt, Field(ge=0, le=1024)]
+
+
+class BackboneSchema(BaseModel):
+    """The backbone's name and the options every registered backbone shares (others: the backbone checks)."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    name: StrictStr
+    width: Size | None = None
+    stages: Annotated[StrictInt, Field(ge=1, le=8)] | None = None
+    latent_channels: Size | None = None
+    blocks: Annotated[StrictInt, Field(ge=1, le=64)] | None = None
+    stem_stride: Annotated[StrictInt, Field(ge=1, le=64)] | None = None
+    widths: Annotated[list[Size], Field(min_length=1, max_length=16)] | None = None
+    activation: StrictStr | None = None
+
+
+# family / head attribute → (lower bound, bound included?)
+_ATTR_BOUNDS = {"epsilon": (0.0, False), "tau": (0.0, False), "beta": (0.0, True), "steps": (1.0, True)}
+
+
+class PrototypesSchema(_Section):
+    family: StrictStr
+    per_class: Annotated[StrictInt, Field(ge=1, le=10_000)]
+    dim: Annotated[StrictInt, Field(ge=1, le=65_536)]
+    attrs: dict[StrictStr, Real]
+
+
+class ModelSchema(_Section):
+    arch: Literal["protopnet", "cbr_ae"]
+    backbone: BackboneSchema
+    prototypes: PrototypesSchema
+    head: Literal["linear", "nonneg", "tversky"]
+    head_features: Count
+    head_attrs: dict[StrictStr, Real]
+
+
+class DataSchema(BaseModel):
+    """The dataset's name; its other keys are checked by :func:`edgeproto.data.options.check_config`
+    and the dataset itself (before anything is written)."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    name: StrictStr
+    image_size: Annotated[StrictInt, Field(ge=8, le=2048)] | None = None
+    seed: Annotated[StrictInt, Field(ge=0, le=2**32 - 1)] | None = None
+    root: StrictStr | None = None
+
+
+class RecipeSchema(_Section):
+    name: Annotated[StrictStr, Field(min_length=1, max_length=200)]
+    description: StrictStr
+    seed: Annotated[StrictInt, Field(ge=0, le=2**32 - 1)]
+    data: DataSchema
+    model: ModelSchema
+    train: TrainSchema
+
+
+def _schema_error(exc: ValidationError) -> EdgeprotoError:
+    err = exc.errors(include_url=False)[0]
+    key = ".".join(str(p) for p in err["loc"]) or "recipe"
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    value = err.get("input")
+    shown = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
+    more = f" (and {exc.error_count() - 1} more problem(s))" if exc.error_count() > 1 else ""
+    return EdgeprotoError(f"recipe key {key!r}: {msg[0].lower() + msg[1:]}, got {shown}{more}")
+
+
+def _check_attrs(attrs: dict, where: str) -> None:
+    for name, value in attrs.items():
+        if name in _ATTR_BOUNDS:
+            low, inclusive = _ATTR_BOUNDS[name]
+            if value < low or (value == low and not inclusive):
+                raise EdgeprotoError(f"recipe key '{where}.{name}' must be {'≥' if inclusive else '>'} {low:g}, "
+                                     f"got {value:g}")
+
+
 def validate_recipe(raw: Any) -> dict:
     """Fill defaults and check every key; raises ``EdgeprotoError`` naming the bad key."""
     recipe = _merge(DEFAULTS, raw, ())
     if "name" not in recipe["data"]:
         raise EdgeprotoError("recipe is missing required key 'data.name'")
-    t = recipe["train"]
-    for key in ("batch_size", "warm_epochs", "joint_epochs", "last_layer_epochs"):
-        if not isinstance(t[key], int) or t[key] < 0 or (key == "batch_size" and t[key] == 0):
-            raise EdgeprotoError(f"recipe key 'train.{key}' must be a non-negative integer")
-    for key in ("joint_last_layer", "freeze_backbone", "prune_unused"):
-        if not isinstance(t[key], bool):
-            raise EdgeprotoError(f"recipe key 'train.{key}' must be true or false")
-    if not isinstance(t["init_from"], str):
-        raise EdgeprotoError("recipe key 'train.init_from' must be a checkpoint directory (a string)")
-    if t["push"] not in ("project", "visualize"):
-        raise EdgeprotoError(f"recipe key 'train.push' must be project or visualize, got {t['push']!r}")
-    m = recipe["model"]
-    if m["arch"] not in ("protopnet", "cbr_ae"):
-        raise EdgeprotoError(f"recipe key 'model.arch' must be protopnet or cbr_ae, got {m['arch']!r}")
+    try:
+        RecipeSchema.model_validate(recipe)
+    except ValidationError as exc:
+        raise _schema_error(exc) from None
+    # "1e-4" (a string to YAML 1.1) → the number it means
+    t, m = recipe["train"], recipe["model"]
+    for section in (t["lr"], t["coefs"], m["prototypes"]["attrs"], m["head_attrs"]):
+        section.update({k: _number(v) for k, v in section.items() if isinstance(v, str)})
+    if isinstance(t["weight_decay"], str):
+        t["weight_decay"] = _number(t["weight_decay"])
+    _check_attrs(recipe["model"]["prototypes"]["attrs"], "model.prototypes.attrs")
+    _check_attrs(recipe["model"]["head_attrs"], "model.head_attrs")
+    from edgeproto.data.options import check_config
+
+    check_config(recipe["data"], "train")
     if m["arch"] == "cbr_ae" and (m["head"] != "linear" or m["backbone"].get("name") != "cbr_encoder"):
         raise EdgeprotoError("model.arch cbr_ae needs model.head: linear and model.backbone.name: cbr_encoder")
-    heads = ("linear", "nonneg", "tversky")
-    if m["head"] not in heads:
-        raise EdgeprotoError(f"recipe key 'model.head' must be one of {', '.join(heads)}, got {m['head']!r}")
-    if not isinstance(m["head_features"], int) or isinstance(m["head_features"], bool) or m["head_features"] < 0:
-        raise EdgeprotoError("recipe key 'model.head_features' must be a non-negative integer")
     if m["head"] != "tversky" and (m["head_attrs"] or m["head_features"]):
         raise EdgeprotoError("recipe keys 'model.head_features' and 'model.head_attrs' need model.head: tversky")
-    p = recipe["model"]["prototypes"]
-    for key in ("per_class", "dim"):
-        if not isinstance(p[key], int) or p[key] < 1:
-            raise EdgeprotoError(f"recipe key 'model.prototypes.{key}' must be a positive integer")
     return recipe
 
 
 def load_recipe(path: str | Path) -> dict:
     """Read and validate a recipe file."""
     path = Path(path)
-    if not path.is_file():
-        raise EdgeprotoError(f"recipe not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise EdgeprotoError(f"recipe {path} is not valid YAML: {exc}") from None
+    raw = load_yaml(path, "recipe")
     if not isinstance(raw, dict):
         raise EdgeprotoError(f"recipe {path} must be a YAML mapping")
     return validate_recipe(raw)

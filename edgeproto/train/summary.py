@@ -38,8 +38,8 @@ def summarize(config: dict, path: str | Path, detailed: bool = False) -> dict:
     return summary
 
 
-def render(summary: dict) -> None:
-    """Print a summary as a table."""
+def render(summary: dict, console: Console | None = None) -> None:
+    """Print a summary as a table (on ``console``; default: stdout, 160 columns when piped)."""
     table = Table(title=f"checkpoint {summary['checkpoint']}", show_header=False)
     for key in ("recipe", "family", "op", "formula", "backbone", "num_prototypes", "prototype_dim",
                 "classes", "image_size", "train_seconds", "world_size"):
@@ -47,4 +47,8 @@ def render(summary: dict) -> None:
     for key, value in summary["metrics"].items():
         if "_epoch" not in key:  # per-epoch curves stay in --json
             table.add_row(key, f"{value:.4f}")
-    Console().print(table)
+    if console is None:
+        console = Console()
+        if not console.is_terminal:
+            console = Console(width=160)
+    console.print(table)

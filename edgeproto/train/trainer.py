@@ -370,15 +370,46 @@ def train(recipe: dict, out: str | Path, *, force: bool = False, quiet: bool = F
     ``resume.pt`` is resumed.
     """
     out = Path(out)
-    if (out / checkpoint.CONFIG).exists() and not force:
-        raise EdgeprotoError(f"{out} already holds a trained checkpoint; pass --force to overwrite")
+    recipe = resolve_data_root(recipe)
+    check_out(recipe, out, force)
+    trainer = Trainer(recipe, out, quiet=quiet)  # data and model are checked before anything is written
     if force:
         (out / checkpoint.RESUME).unlink(missing_ok=True)
-    if out.exists() and not out.is_dir():
-        raise EdgeprotoError(f"--out {out} exists and is not a directory")
-    trainer = Trainer(recipe, out, quiet=quiet)  # data and model are checked before anything is written
+    created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise EdgeprotoError(f"cannot create {out}: {exc.strerror}") from None
-    return trainer.run()
+    try:
+        return trainer.run()
+    except BaseException:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # nothing was written: leave no empty folder behind
+        raise
+
+
+def resolve_data_root(recipe: dict) -> dict:
+    """The recipe with ``data.root`` made absolute (relative to the working directory, as the dataset
+    reads it), so the checkpoint and its bundles find the images from any folder."""
+    root = recipe["data"].get("root")
+    if isinstance(root, str) and root and not Path(root).expanduser().is_absolute():
+        recipe = {**recipe, "data": {**recipe["data"], "root": str(Path(root).expanduser().resolve())}}
+    return recipe
+
+
+def check_out(recipe: dict, out: Path, force: bool) -> None:
+    """Refuse an --out that would overwrite an input or a directory that is not a checkpoint."""
+    inputs = {"data root": recipe["data"].get("root"), "init_from checkpoint": recipe["train"].get("init_from")}
+    atomic_files.check_output(out, inputs)
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise EdgeprotoError(f"--out {out} exists and is not a directory")
+    if not out.is_dir():
+        return
+    is_checkpoint = (out / checkpoint.CONFIG).is_file()
+    if is_checkpoint:
+        checkpoint.read_config(out)  # a config.json of something else is not ours to overwrite
+        if not force:
+            raise EdgeprotoError(f"{out} already holds a trained checkpoint; pass --force to overwrite")
+    elif not (out / checkpoint.RESUME).is_file() and any(out.iterdir()):
+        raise EdgeprotoError(f"--out {out} is a non-empty directory that is not an edgeproto checkpoint; "
+                             "refusing to write into it (choose a new or empty directory)")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import sys
 from collections import deque
 from pathlib import Path
 
@@ -120,14 +121,14 @@ def _constant_fed(op) -> bool:
 @contextlib.contextmanager
 def _quiet_nncf(progress: bool):
     """NNCF logs one INFO line per op it decides not to quantize: keep its warnings only. Its
-    progress bar (rich, on stdout) is shown only when ``progress``."""
+    progress bar (rich, on stdout) is moved to stderr, like every progress bar of edgeproto, and shown only
+    when ``progress``."""
     logger = logging.getLogger("nncf")
     level = logger.level
     logger.setLevel(logging.WARNING)
     try:
         with contextlib.ExitStack() as stack:
-            if not progress:
-                stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+            stack.enter_context(contextlib.redirect_stdout(sys.stderr if progress else io.StringIO()))
             yield
     finally:
         logger.setLevel(level)
