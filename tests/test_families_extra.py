@@ -35,7 +35,7 @@ def _ref(name):
     return get_family(name).torch_module.reference
 
 
-def _runtimes_vs_torch(onnx_path, reference: dict, images: np.ndarray, last_layer: np.ndarray) -> dict:
+def _runtimes_vs_torch(onnx_path, reference: dict, images: np.ndarray, classes: np.ndarray) -> dict:
     """ORT and OpenVINO fp32 outputs vs the PyTorch ones: max |diff| of scores and logits and the
     top-1 prototype agreement, per runtime; asserts the parity contract."""
     figures = {}
@@ -45,8 +45,8 @@ def _runtimes_vs_torch(onnx_path, reference: dict, images: np.ndarray, last_laye
         assert out["maps"].shape == reference["maps"].shape
         d_scores = float(np.abs(out["scores"] - reference["scores"]).max())
         d_logits = float(np.abs(out["logits"] - reference["logits"]).max())
-        agree = float((top_prototypes(out["logits"], out["scores"], last_layer, 1)
-                       == top_prototypes(reference["logits"], reference["scores"], last_layer, 1)).mean())
+        agree = float((top_prototypes(out["logits"], out["scores"], classes, 1)
+                       == top_prototypes(reference["logits"], reference["scores"], classes, 1)).mean())
         figures[name] = (d_scores, d_logits, agree)
         assert d_scores <= ATOL and d_logits <= ATOL and agree == 1.0, (name, figures[name])
     return figures
@@ -61,7 +61,7 @@ def _bundle_parity(checkpoint, out_dir, expected_nodes: list[str]) -> dict:
     assert [n.op_type for n in prototype_nodes(model)] == expected_nodes
     assert sorted(f.name for f in model.functions) == sorted(set(expected_nodes))
     golden = bundle.golden()
-    return _runtimes_vs_torch(bundle.path("model.onnx"), golden, golden["image"], bundle.last_layer())
+    return _runtimes_vs_torch(bundle.path("model.onnx"), golden, golden["image"], bundle.prototype_classes())
 
 
 class _Net(nn.Module):

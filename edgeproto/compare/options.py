@@ -23,6 +23,7 @@ class ValidateOptions:
     ``threads``: for the runtime (threads also for the PyTorch reference); ``checkpoint``: where the
     reference checkpoint is if not where the manifest says; ``k``: the top-k of fidelity;
     ``samples`` / ``worst``: example images in the report; ``noise_std`` / ``seed``: stability;
+    ``pointing_tolerance``: pixels of slack for the pointing game (Zhang et al. use 15; default 0);
     sweep only: ``latency_queries`` timed batch-1 queries, ``calib`` int8 calibration images.
     """
 
@@ -39,6 +40,7 @@ class ValidateOptions:
     worst: int = 4
     noise_std: float = STABILITY_NOISE_STD
     seed: int = 0
+    pointing_tolerance: float = 0.0
     progress: bool = True
     latency_queries: int = 50
     calib: int = 64
@@ -51,6 +53,9 @@ class ValidateOptions:
             _whole(name, getattr(self, name), 0)
         if isinstance(self.noise_std, bool) or not isinstance(self.noise_std, (int, float)) or not self.noise_std >= 0:
             raise EdgeprotoError(f"noise_std must be a number ≥ 0, got {self.noise_std!r}")
+        tol = self.pointing_tolerance
+        if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol >= 0:
+            raise EdgeprotoError(f"pointing_tolerance must be a number of pixels ≥ 0, got {tol!r}")
 
 
 def _whole(name: str, value, least: int) -> None:
