@@ -95,6 +95,7 @@ def explain_image(
             "box": high_activation_box(up, 95.0),
             "patch_png": rec.get("patch_png"),
             "source_image": rec.get("source_image"),
+            "merged": list(rec.get("merged", [])),
             "patch_box": rec.get("patch_box"),
             "map": np.asarray(maps[0, j], dtype=np.float64).round(6).tolist(),
         })
@@ -111,6 +112,8 @@ def explain_image(
         "logits": [float(v) for v in logits[0]],
         "k": len(top),
         "top_prototypes": top,
+        "rank_by": bundle.manifest.get("explain", {}).get("rank_by"),
+        "merged_prototypes": sum(1 for p in protos if p.get("merged_into") is not None),
     }
     if tuple(img.size) != (size, size):
         result["resized_from"] = list(img.size)

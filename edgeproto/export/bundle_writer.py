@@ -139,6 +139,8 @@ def _assemble(stage, checkpoint, config, model, family, inputs, ids, labels, ref
 
     (stage / "prototypes").mkdir()
     for rec in config["prototypes"]:
+        if not rec.get("patch_png"):  # a prototype whose class had no training image has no patch
+            continue
         shutil.copyfile(checkpoint / rec["patch_png"], stage / rec["patch_png"])
     (stage / "explain").mkdir()
     (stage / "golden").mkdir()
