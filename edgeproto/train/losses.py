@@ -3,7 +3,9 @@ family's ``auxiliary_loss`` on the latent features, weighted by ``coefs.commit``
 
 Cluster and separation costs use each family's ``dissimilarity(scores)``: for ``l2_log`` the squared
 distance d (as in ProtoPNet), for the likelihood families (HyperPg, Gaussian) the negative
-log-density, for cosine 1 − cos.
+log-density, for cosine 1 − cos. Separation is ProtoPNet's (the nearest wrong-class prototype) unless
+the family's torch module sets ``SEPARATION = "mean_over_wrong_classes"`` (HyperPg's public code:
+each wrong class's nearest prototype, averaged over the wrong classes).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ def prototype_loss(
     dis = layer.family.torch_module.dissimilarity(out["scores"], **layer.attrs)
     ce = F.cross_entropy(out["logits"], labels)
     cluster = dis.masked_fill(~own, float("inf")).amin(dim=1).mean()
-    separation = dis.masked_fill(own, float("inf")).amin(dim=1).mean()
+    separation = _separation(dis, own, identity, labels, getattr(layer.family.torch_module, "SEPARATION", "min"))
     l1 = _l1(model)
     total = coefs["crs_ent"] * ce + coefs["clst"] * cluster + coefs["sep"] * separation
     if use_l1:
@@ -37,6 +39,19 @@ def prototype_loss(
         total = total + coefs["commit"] * commit
         parts["commit"] = commit.item()
     return total, parts
+
+
+def _separation(dis: Tensor, own: Tensor, identity: Tensor, labels: Tensor, mode: str) -> Tensor:
+    """ProtoPNet's ``min`` over all wrong-class prototypes, or the mean over wrong classes of each
+    class's min (``mean_over_wrong_classes``); mean over the batch."""
+    if mode == "min":
+        return dis.masked_fill(own, float("inf")).amin(dim=1).mean()
+    if mode != "mean_over_wrong_classes":
+        raise ValueError(f"unknown separation aggregation {mode!r}")
+    per_class = dis[:, :, None].masked_fill(~identity.bool()[None], float("inf")).amin(dim=1)  # (B,C)
+    wrong = torch.ones_like(per_class, dtype=torch.bool)
+    wrong[torch.arange(len(labels)), labels] = False
+    return per_class[wrong].mean()
 
 
 def cbr_loss(
