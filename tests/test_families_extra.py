@@ -360,7 +360,8 @@ CBR_MODEL = {"arch": "cbr_ae", "backbone": {"name": "cbr_encoder", "width": 8, "
 
 def test_cbr_loss_terms_by_hand():
     """R1 = mean over prototypes of the min over the batch of d, R2 = mean over the batch of the min
-    over prototypes; d = squared distance = −score for cbr_ae."""
+    over prototypes; d = squared distance = −score for cbr_ae; reconstruction = per-image sum of
+    squared errors, mean over the batch (Li et al.'s ae_error: 4 pixels × 0.25 = 1.0 here)."""
     from types import SimpleNamespace
 
     from edgeproto.models import PrototypeLayer
@@ -373,8 +374,8 @@ def test_cbr_loss_terms_by_hand():
     total, parts = cbr_loss(out, torch.zeros(2, 1, 2, 2), torch.tensor([0, 1]), model, coefs)
     r1, r2 = (1.0 + 0.5 + 7.0) / 3, (1.0 + 0.5) / 2
     assert parts["r1"] == pytest.approx(r1) and parts["r2"] == pytest.approx(r2)
-    assert parts["recon"] == pytest.approx(0.25) and parts["ce"] == pytest.approx(math.log(2))
-    assert total.item() == pytest.approx(math.log(2) + 2 * 0.25 + 3 * r1 + 5 * r2)
+    assert parts["recon"] == pytest.approx(1.0) and parts["ce"] == pytest.approx(math.log(2))
+    assert total.item() == pytest.approx(math.log(2) + 2 * 1.0 + 3 * r1 + 5 * r2)
 
 
 def test_cbr_ae_trained_pictures_and_parity(trained, tmp_path):

@@ -57,15 +57,17 @@ def _separation(dis: Tensor, own: Tensor, identity: Tensor, labels: Tensor, mode
 def cbr_loss(
     out: dict[str, Tensor], target: Tensor, labels: Tensor, model, coefs: dict
 ) -> tuple[Tensor, dict[str, float]]:
-    """Li et al. (2018)'s objective for the case-based reasoning autoencoder:
-    crs_ent·CE + recon·MSE(decoder(z), image) + r1·mean_j min_i d(p_j, z_i) + r2·mean_i min_j d(z_i, p_j),
-    d the family's dissimilarity (squared distance for ``cbr_ae``), min over the mini-batch (R1:
-    every prototype is near some encoding; R2: every encoding is near some prototype).
-    ``target`` is the input image in [0, 1]."""
+    """Li et al. (2018)'s objective for the case-based reasoning autoencoder, as their public code
+    computes it (OscarcarLi/PrototypeDL @ 3ae7f47, ``CAE_MNIST.py``):
+    crs_ent·CE + recon·R + r1·mean_j min_i d(p_j, z_i) + r2·mean_i min_j d(z_i, p_j), with R the
+    per-image *sum* of squared pixel errors of decoder(z) against the image, averaged over the batch
+    (their ``ae_error``), d the family's dissimilarity (squared distance for ``cbr_ae``), the minima
+    over the mini-batch (R1: every prototype is near some encoding; R2: every encoding is near some
+    prototype). Their weights: class 20, the other three 1. ``target`` is the input image in [0, 1]."""
     layer = model.prototype_layer
     dis = layer.family.torch_module.dissimilarity(out["scores"], **layer.attrs)  # (B,M)
     ce = F.cross_entropy(out["logits"], labels)
-    recon = F.mse_loss(out["reconstruction"], target)
+    recon = (out["reconstruction"] - target).pow(2).flatten(1).sum(dim=1).mean()
     r1 = dis.amin(dim=0).mean()
     r2 = dis.amin(dim=1).mean()
     total = coefs["crs_ent"] * ce + coefs["recon"] * recon + coefs["r1"] * r1 + coefs["r2"] * r2
