@@ -31,7 +31,7 @@ def parity(bundle_path: str) -> dict:
     model, _ = load_checkpoint(bundle.manifest["source"]["checkpoint"])
     with torch.no_grad():
         ref = {k: v.numpy() for k, v in model(torch.from_numpy(images)).items()}
-    last = bundle.last_layer()
+    last = bundle.prototype_classes()  # what the ranking needs
     top_ref = top_prototypes(ref["logits"], ref["scores"], last, 1)
     row = {"bundle": str(bundle_path), "family": bundle.manifest["model"]["family"],
            "op_type": bundle.manifest["model"]["op_type"], "head_op_type": bundle.manifest["model"].get("head_op_type"),

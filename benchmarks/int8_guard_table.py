@@ -91,9 +91,9 @@ def latency_ms(runner, image: np.ndarray, repeat: int, warmup: int = 5) -> float
     return float(np.median(times) * 1e3)
 
 
-def agreement(ref: dict, out: dict, last: np.ndarray, labels: np.ndarray) -> dict:
-    a = top_prototypes(ref["logits"], ref["scores"], last, 5)
-    b = top_prototypes(out["logits"], out["scores"], last, 5)
+def agreement(ref: dict, out: dict, classes: np.ndarray, labels: np.ndarray) -> dict:
+    a = top_prototypes(ref["logits"], ref["scores"], classes, 5)
+    b = top_prototypes(out["logits"], out["scores"], classes, 5)
     k = a.shape[1]
     return {
         "top1_prototype": float((a[:, 0] == b[:, 0]).mean()),
@@ -109,7 +109,7 @@ def evaluate(path: str, args) -> list[dict]:
     bundle = open_bundle(root)
     images, labels = test_split(bundle.manifest, args.limit)
     ref, ref_name = reference(bundle, images)
-    last = bundle.last_layer()
+    last = bundle.prototype_classes()  # what the ranking needs
     rows = []
     for target in args.targets:
         fp32_ms = None

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeproto.errors import EdgeprotoError
+from edgeproto.ranking import prototype_classes
 
 MANIFEST = "manifest.json"
 FORMAT = "edgeproto-bundle"
@@ -93,8 +94,13 @@ class Bundle:
         return {k: self.array(v) for k, v in self.manifest["golden"]["files"].items()}
 
     def last_layer(self) -> np.ndarray:
-        """Class weights (C,M) used to rank prototypes for an explanation."""
+        """Class weights (C,M): each prototype's weight in each class logit (shown beside the ranking)."""
         return self.array(self.manifest["explain"]["last_layer"])
+
+    def prototype_classes(self) -> np.ndarray:
+        """(M,) class of each prototype, −1 for merged / pruned ones: what the ranking needs
+        (:func:`edgeproto.ranking.top_prototypes`)."""
+        return prototype_classes(self.prototypes)
 
 
 def verify_files(root: Path, manifest: dict) -> list[str]:

@@ -121,18 +121,20 @@ def check_shapes(reference: dict[str, np.ndarray], actual: dict[str, np.ndarray]
                                  "the artifact does not belong to this model")
 
 
-def compare_golden(reference: dict[str, np.ndarray], actual: dict[str, np.ndarray], last_layer: np.ndarray, *,
+def compare_golden(reference: dict[str, np.ndarray], actual: dict[str, np.ndarray], classes: np.ndarray, *,
                    atol: float, rtol: float, k: int = 5) -> dict:
     """One comparison of two output sets on the same images (export, compile and verify use it).
 
     ``diffs`` per output (:func:`tensor_diff` + ``within_tolerance`` of ``atol + rtol·|ref|``),
-    whether all outputs are finite, top-1 prototype agreement, top-k overlap and class agreement.
+    whether all outputs are finite, top-1 prototype agreement, top-k overlap and class agreement;
+    ``classes``: each prototype's class (:meth:`edgeproto.bundle.Bundle.prototype_classes`), which the
+    ranking (:func:`edgeproto.ranking.top_prototypes`) needs.
     """
     diffs = compare_outputs(reference, actual)
     for name in OUTPUTS:
         diffs[name]["within_tolerance"] = within_tolerance(reference[name], actual[name], atol, rtol)
-    ref_top = top_prototypes(reference["logits"], reference["scores"], last_layer, k)
-    act_top = top_prototypes(actual["logits"], actual["scores"], last_layer, k)
+    ref_top = top_prototypes(reference["logits"], reference["scores"], classes, k)
+    act_top = top_prototypes(actual["logits"], actual["scores"], classes, k)
     kk = ref_top.shape[1]
     n = len(ref_top)
     return {

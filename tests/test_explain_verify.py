@@ -82,7 +82,7 @@ def test_explain_golden_image_reproduces_reference(bundle_dir, golden_png, tmp_p
     golden, last = bundle.golden(), bundle.last_layer()
     result = explain_image(bundle_dir, golden_png, k=3)
     json.dumps(result)  # JSON-able
-    ref_top = top_prototypes(golden["logits"][:1], golden["scores"][:1], last, 3)[0].tolist()
+    ref_top = top_prototypes(golden["logits"][:1], golden["scores"][:1], bundle.prototype_classes(), 3)[0].tolist()
     assert [p["prototype"] for p in result["top_prototypes"]][0] == ref_top[0]
     assert result["prediction"]["class"] == int(golden["logits"][0].argmax())
     assert result["prediction"]["class_name"] == bundle.classes[result["prediction"]["class"]]
@@ -99,8 +99,9 @@ def test_explain_golden_image_reproduces_reference(bundle_dir, golden_png, tmp_p
     assert top["patch_png"] == bundle.prototypes[j]["patch_png"] and top["class"] == bundle.prototypes[j]["class"]
     for key in ("class_name", "score", "contribution", "argmax", "box", "patch_png"):
         assert key in top
-    assert [p["contribution"] for p in result["top_prototypes"]] == sorted(
-        (p["contribution"] for p in result["top_prototypes"]), reverse=True)
+    pred = result["prediction"]["class"]  # the predicted class's prototypes first, by similarity
+    own = [p["score"] for p in result["top_prototypes"] if p["class"] == pred]
+    assert own == sorted(own, reverse=True) and result["top_prototypes"][0]["class"] == pred
 
     code = run_explain(bundle_dir, golden_png, "onnxruntime", "fp32", "prototypes", None, 3, tmp_path / "ex", False)
     assert code == 0

@@ -35,7 +35,7 @@ def _ref(name):
     return get_family(name).torch_module.reference
 
 
-def _runtimes_vs_torch(onnx_path, reference: dict, images: np.ndarray, last_layer: np.ndarray) -> dict:
+def _runtimes_vs_torch(onnx_path, reference: dict, images: np.ndarray, classes: np.ndarray) -> dict:
     """ORT and OpenVINO fp32 outputs vs the PyTorch ones: max |diff| of scores and logits and the
     top-1 prototype agreement, per runtime; asserts the parity contract."""
     figures = {}
@@ -45,8 +45,8 @@ def _runtimes_vs_torch(onnx_path, reference: dict, images: np.ndarray, last_laye
         assert out["maps"].shape == reference["maps"].shape
         d_scores = float(np.abs(out["scores"] - reference["scores"]).max())
         d_logits = float(np.abs(out["logits"] - reference["logits"]).max())
-        agree = float((top_prototypes(out["logits"], out["scores"], last_layer, 1)
-                       == top_prototypes(reference["logits"], reference["scores"], last_layer, 1)).mean())
+        agree = float((top_prototypes(out["logits"], out["scores"], classes, 1)
+                       == top_prototypes(reference["logits"], reference["scores"], classes, 1)).mean())
         figures[name] = (d_scores, d_logits, agree)
         assert d_scores <= ATOL and d_logits <= ATOL and agree == 1.0, (name, figures[name])
     return figures
@@ -61,7 +61,7 @@ def _bundle_parity(checkpoint, out_dir, expected_nodes: list[str]) -> dict:
     assert [n.op_type for n in prototype_nodes(model)] == expected_nodes
     assert sorted(f.name for f in model.functions) == sorted(set(expected_nodes))
     golden = bundle.golden()
-    return _runtimes_vs_torch(bundle.path("model.onnx"), golden, golden["image"], bundle.last_layer())
+    return _runtimes_vs_torch(bundle.path("model.onnx"), golden, golden["image"], bundle.prototype_classes())
 
 
 class _Net(nn.Module):
@@ -361,7 +361,8 @@ CBR_MODEL = {"arch": "cbr_ae", "backbone": {"name": "cbr_encoder", "width": 8, "
 
 def test_cbr_loss_terms_by_hand():
     """R1 = mean over prototypes of the min over the batch of d, R2 = mean over the batch of the min
-    over prototypes; d = squared distance = −score for cbr_ae."""
+    over prototypes; d = squared distance = −score for cbr_ae; reconstruction = per-image sum of
+    squared errors, mean over the batch (Li et al.'s ae_error: 4 pixels × 0.25 = 1.0 here)."""
     from types import SimpleNamespace
 
     from edgeproto.models import PrototypeLayer
@@ -374,8 +375,8 @@ def test_cbr_loss_terms_by_hand():
     total, parts = cbr_loss(out, torch.zeros(2, 1, 2, 2), torch.tensor([0, 1]), model, coefs)
     r1, r2 = (1.0 + 0.5 + 7.0) / 3, (1.0 + 0.5) / 2
     assert parts["r1"] == pytest.approx(r1) and parts["r2"] == pytest.approx(r2)
-    assert parts["recon"] == pytest.approx(0.25) and parts["ce"] == pytest.approx(math.log(2))
-    assert total.item() == pytest.approx(math.log(2) + 2 * 0.25 + 3 * r1 + 5 * r2)
+    assert parts["recon"] == pytest.approx(1.0) and parts["ce"] == pytest.approx(math.log(2))
+    assert total.item() == pytest.approx(math.log(2) + 2 * 1.0 + 3 * r1 + 5 * r2)
 
 
 def test_cbr_ae_trained_pictures_and_parity(trained, tmp_path):

@@ -78,7 +78,7 @@ def test_fp32_matches_pytorch_and_onnxruntime(bundle_dir, family):
 
     runner = OpenVinoRunner(path, precision="fp32")
     assert runner.precision == "fp32" and runner.device == "CPU" and runner.name == "openvino"
-    last = bundle.last_layer()
+    classes = bundle.prototype_classes()
 
     golden = bundle.golden()
     out = runner.run(golden["image"])
@@ -86,8 +86,8 @@ def test_fp32_matches_pytorch_and_onnxruntime(bundle_dir, family):
     assert diff_torch <= ATOL, f"{family}: OpenVINO vs PyTorch scores max abs diff {diff_torch:.3g}"
     assert np.abs(out["logits"] - golden["logits"]).max() <= ATOL
     assert out["maps"].shape == golden["maps"].shape
-    assert (top_prototypes(out["logits"], out["scores"], last, 1)
-            == top_prototypes(golden["logits"], golden["scores"], last, 1)).all()
+    assert (top_prototypes(out["logits"], out["scores"], classes, 1)
+            == top_prototypes(golden["logits"], golden["scores"], classes, 1)).all()
 
     images = _test_split(bundle)
     ov_out, ort_out = runner.run(images), OnnxRuntimeRunner(path).run(images)
@@ -96,8 +96,8 @@ def test_fp32_matches_pytorch_and_onnxruntime(bundle_dir, family):
           f"max|OV-ORT| {diff_ort:.3g} (test split, n={len(images)})")
     assert diff_ort <= ATOL, f"{family}: OpenVINO vs ONNX Runtime scores max abs diff {diff_ort:.3g}"
     assert np.abs(ov_out["logits"] - ort_out["logits"]).max() <= ATOL
-    top_ov = top_prototypes(ov_out["logits"], ov_out["scores"], last, 1)
-    top_ort = top_prototypes(ort_out["logits"], ort_out["scores"], last, 1)
+    top_ov = top_prototypes(ov_out["logits"], ov_out["scores"], classes, 1)
+    top_ort = top_prototypes(ort_out["logits"], ort_out["scores"], classes, 1)
     assert (top_ov == top_ort).all(), f"{family}: top-1 prototype differs on {(top_ov != top_ort).sum()} images"
 
     # --ops inline: standard ops only, no extension needed; same results

@@ -14,7 +14,7 @@ from edgeproto.bundle import MANIFEST, open_bundle
 from edgeproto.errors import EdgeprotoError
 from edgeproto.compare import fidelity as fid
 from edgeproto.ranking import top_prototypes
-from edgeproto.compare.localization import box_side, localization, noisy_inputs
+from edgeproto.compare.localization import box_half, localization, noisy_inputs, parts_in_box, peak_box
 from edgeproto.compare.thresholds import THRESHOLDS, evaluate, resolve_thresholds
 from edgeproto.compare.options import ValidateOptions
 from edgeproto.compare.validate import validate_bundle
@@ -39,13 +39,13 @@ def _outputs(n: int = 6, h: int = 6, seed: int = 0):
     # images 0..n/2-1 favour class 0 with prototype 0 on top; the rest class 1 with prototype 3
     scores[: n // 2, 0] += 10
     scores[n // 2:, 3] += 10
-    return {"logits": scores @ last.T, "scores": scores, "maps": maps}, last
+    return {"logits": scores @ last.T, "scores": scores, "maps": maps}, np.array([0, 0, 1, 1])
 
 
 def test_identical_outputs_agree_perfectly():
-    ref, last = _outputs()
+    ref, classes = _outputs()
     same = {k: v.copy() for k, v in ref.items()}
-    values = fid.per_image(ref, same, last, k=3, size=24)
+    values = fid.per_image(ref, same, classes, k=3, size=24)
     s = fid.summarize(values, 3)
     for key in ("prediction", "top1", "topk_overlap", "topk_set", "kendall_tau", "map_pearson", "map_iou",
                 "box_iou", "argmax", "argmax_pixel"):
@@ -54,7 +54,7 @@ def test_identical_outputs_agree_perfectly():
 
 
 def test_shifted_maps_lose_argmax_and_iou():
-    ref, last = _outputs()
+    ref, classes = _outputs()
     h = ref["maps"].shape[-1]
     act = {k: v.copy() for k, v in ref.items()}
     # every map's bump moves by half the map (wrapping): a different peak, disjoint high-activation masks
@@ -62,18 +62,18 @@ def test_shifted_maps_lose_argmax_and_iou():
         for j in range(4):
             y, x = np.unravel_index(ref["maps"][i, j].argmax(), (h, h))
             act["maps"][i, j] = _bump(h, (y + h // 2) % h, (x + h // 2) % h) * (1 + j)
-    s = fid.summarize(fid.per_image(ref, act, last, k=4, size=24), 4)
+    s = fid.summarize(fid.per_image(ref, act, classes, k=4, size=24), 4)
     assert s["argmax"] == 0.0 and s["argmax_pixel"] == 0.0 and s["argmax_distance_px"] > 5
     assert s["map_iou"] < 0.2 and s["map_pearson"] < 0.5
     assert s["top1"] == 1.0 and s["prediction"] == 1.0  # scores untouched: only the maps moved
 
 
 def test_permuted_prototypes_are_detected():
-    ref, last = _outputs()
+    ref, classes = _outputs()
     act = {k: v.copy() for k, v in ref.items()}
     for name in ("scores", "maps"):  # swap prototype channels 0 and 1 (same class, same weights)
         act[name][:, [0, 1]] = act[name][:, [1, 0]]
-    values = fid.per_image(ref, act, last, k=2, size=24)
+    values = fid.per_image(ref, act, classes, k=2, size=24)
     assert values["top1"].tolist() == [False] * 3 + [True] * 3  # the class-0 images had prototype 0 on top
     assert values["prediction"].all()  # logits unchanged: only the explanation moved
     s = fid.summarize(values)
@@ -85,11 +85,11 @@ def test_permuted_prototypes_are_detected():
 
 
 def test_non_finite_target_counts_as_disagreement():
-    ref, last = _outputs()
+    ref, classes = _outputs()
     act = {k: v.copy() for k, v in ref.items()}
     act["maps"][0] = np.inf
     act["scores"][1] = np.nan
-    values = fid.per_image(ref, act, last, k=2, size=24)
+    values = fid.per_image(ref, act, classes, k=2, size=24)
     assert values["map_iou"][0] == 0.0 and values["argmax"][0] == 0.0 and values["map_pearson"][0] == 0.0
     assert values["kendall_tau"][1] == 0.0 and values["map_iou"][2] == pytest.approx(1.0)
 
@@ -130,8 +130,39 @@ def _part_at(r: int, c: int, parts: int = 2, which: int = 0) -> np.ndarray:
 CELLS = [(0, 0), (1, 2), (2, 1), (3, 3), (0, 3)]
 
 
-def test_box_side_follows_the_paper():
-    assert box_side(224) == 72 and box_side(32) == 10 and box_side(64) == 21
+def test_box_is_evalprotopnets_inclusive_73_px_at_224():
+    """EvalProtoPNet: half_size=36, region (max(0, y−36), min(S, y+36)) and an inclusive in_bbox."""
+    assert box_half(224) == 36 and box_half(32) == 5 and box_half(448) == 72
+    box = peak_box(100, 100, 224, box_half(224))
+    assert box == (64, 64, 136, 136)
+    pts = np.array([[100.0, 64.0], [100.0, 136.0], [100.0, 63.0], [137.0, 100.0], [np.nan, np.nan]])
+    assert parts_in_box(pts, box).tolist() == [True, True, False, False, False]  # 73 px wide
+    assert peak_box(3, 220, 224, 36) == (184, 0, 224, 39)  # clipped as they clip it
+
+
+def test_consistency_divides_by_images_where_the_part_is_visible():
+    """A part visible in 7 of 10 images and hit in all 7: rate 1.00 (not 0.70), consistent."""
+    maps = np.stack([_onehot(1, 1)[None]] * 10)
+    masks = [_part_at(1, 1) if i < 7 else _part_at(3, 3, which=1) for i in range(10)]
+    res = localization(maps, masks, prototype_classes=[0], labels=[0] * 10, top1=[0] * 10, size=S)
+    rates = res["prototypes"][0]["part_rates"]
+    assert rates == pytest.approx([1.0, 0.0])  # part 1 visible in 3 images, never hit
+    assert res["consistency"] == 1.0 and res["box_px"] == 11 and res["box_half_px"] == 5
+    # hit in 5 of the 7 visible images: 5/7 = 0.714 < 0.8, not consistent
+    masks = [_part_at(1, 1) if i < 5 else _part_at(3, 3) if i < 7 else _part_at(3, 3, which=1) for i in range(10)]
+    res = localization(maps, masks, prototype_classes=[0], labels=[0] * 10, top1=[0] * 10, size=S)
+    assert res["prototypes"][0]["part_rates"][0] == pytest.approx(5 / 7) and res["consistency"] == 0.0
+
+
+def test_pointing_game_tolerance():
+    """Zhang et al.'s tolerance: a peak 10 px from the mask misses strictly and hits with 15 px."""
+    maps = _onehot(0, 0)[None, None]  # upsampled peak at pixel (1, 1)
+    masks = np.zeros((1, 1, S, S), bool)
+    masks[0, 0, 11:14, 0:4] = True  # nearest mask pixel (11, 1): 10 px away
+    kw = dict(prototype_classes=[0], labels=[0], top1=[0], size=S)
+    assert localization(maps, list(masks), **kw)["pointing_game"] == 0.0
+    res = localization(maps, list(masks), pointing_tolerance=15, **kw)
+    assert res["pointing_game"] == 1.0 and res["pointing_tolerance_px"] == 15
 
 
 def test_pointing_game_on_synthetic_masks():
@@ -184,7 +215,10 @@ def test_noise_depends_only_on_image_id():
     a = noisy_inputs(x, [5, 6, 7])
     b = noisy_inputs(x[1:], [6, 7])
     assert np.array_equal(a[1:], b) and not np.array_equal(a[0], a[1])
-    assert abs(float(noisy_inputs(np.zeros((1, 3, 64, 64)), [0]).std()) - 0.2) < 0.01
+    raw = noisy_inputs(np.zeros((1, 3, 64, 64)), [0], clip=None)
+    assert abs(float(raw.std()) - 0.2) < 0.01 and np.abs(raw).max() > 0.5
+    clipped = noisy_inputs(np.zeros((1, 3, 64, 64)), [0])  # EvalProtoPNet: N(0, 0.2²) clipped to ±0.25
+    assert np.abs(clipped).max() == pytest.approx(0.25) and np.array_equal(clipped, np.clip(raw, -0.25, 0.25))
 
 
 # --------------------------------------------------------------------------- thresholds
@@ -267,8 +301,8 @@ def test_tampered_target_swapping_prototypes_fails(bundle_dir, monkeypatch):
     import edgeproto.compare.validate as validate_module
 
     bundle = open_bundle(bundle_dir)
-    golden, last = bundle.golden(), bundle.last_layer()
-    p = int(top_prototypes(golden["logits"][:1], golden["scores"][:1], last, 1)[0, 0])
+    golden, classes = bundle.golden(), bundle.prototype_classes()
+    p = int(top_prototypes(golden["logits"][:1], golden["scores"][:1], classes, 1)[0, 0])
     q = next(j for j, rec in enumerate(bundle.prototypes) if j != p and rec["class"] == bundle.prototypes[p]["class"])
     real = validate_module.load_runner
 
@@ -390,7 +424,7 @@ def test_metric_modules_import_no_torch():
             "from edgeproto.compare import fidelity, localization, thresholds, report_html\n"
             "m = np.random.default_rng(0).random((2, 3, 4, 4))\n"
             "out = {'logits': m.max((2, 3))[:, :2], 'scores': m.max((2, 3)), 'maps': m}\n"
-            "assert fidelity.fidelity(out, out, np.ones((2, 3)), size=16)['summary']['top1'] == 1.0\n"
+            "assert fidelity.fidelity(out, out, np.array([0, 1, 1]), size=16)['summary']['top1'] == 1.0\n"
             "loc = localization.localization(m, [np.ones((1, 16, 16), bool)] * 2, [0, 1, 1], [0, 1], [0, 1])\n"
             "assert loc['pointing_game'] == 1.0 and 'torch' not in sys.modules\n")
     subprocess.run([sys.executable, "-c", code], check=True)

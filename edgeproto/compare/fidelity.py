@@ -1,8 +1,9 @@
 """Explanation fidelity: does the deployed model explain each image the way the PyTorch reference does?
 
 numpy + scipy only (no torch). Both sides are output dicts ``{"logits" (N,C), "scores" (N,M),
-"maps" (N,M,H,W)}`` for the same N inputs; ``last_layer`` (C,M) ranks prototypes by
-``score × weight of the predicted class`` (:mod:`edgeproto.ranking`). Per image:
+"maps" (N,M,H,W)}`` for the same N inputs; ``classes`` (M,), each prototype's class from the
+bundle, is what the ranking needs (:mod:`edgeproto.ranking`: the predicted class's prototypes by
+similarity, then the others). Per image:
 
 - ``prediction``: same predicted class;
 - ``top1``: same most-contributing prototype (top-1 prototype agreement);
@@ -28,7 +29,7 @@ import numpy as np
 from scipy.stats import kendalltau
 
 from edgeproto.maps import high_activation_box, upsample_map
-from edgeproto.ranking import contributions
+from edgeproto.ranking import ranking
 
 PERCENTILE = 95.0
 DEFAULT_K = 5
@@ -38,11 +39,9 @@ SUMMARY_KEYS = ("prediction", "top1", "topk_overlap", "topk_set", "kendall_tau",
                 "box_iou", "argmax", "argmax_pixel", "map_pearson_top1", "map_iou_top1", "argmax_top1")
 
 
-def _ranking(logits: np.ndarray, scores: np.ndarray, last_layer: np.ndarray) -> np.ndarray:
-    """Prototype indices (N,M) by contribution to the predicted class, best first; NaN ranks last."""
-    contrib = np.asarray(contributions(logits, scores, last_layer), dtype=np.float64)
-    contrib = np.where(np.isnan(contrib), -np.inf, contrib)
-    return np.argsort(-contrib, axis=1, kind="stable")
+def _ranking(logits: np.ndarray, scores: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Prototype indices (N,M), best first (:func:`edgeproto.ranking.ranking`); NaN ranks last."""
+    return ranking(logits, scores, classes)
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> float:
@@ -115,7 +114,7 @@ def compare_maps(ref_map: np.ndarray, act_map: np.ndarray, size: int,
     }
 
 
-def per_image(reference: dict, actual: dict, last_layer: np.ndarray, *, k: int = DEFAULT_K,
+def per_image(reference: dict, actual: dict, classes: np.ndarray, *, k: int = DEFAULT_K,
               size: int | None = None, percentile: float = PERCENTILE) -> dict[str, np.ndarray]:
     """Fidelity of every image: a dict of (N,) arrays (see the module docstring), plus the
     reference's and the actual top-1 prototypes and predicted classes (``ref_top1``, ``act_top1``,
@@ -130,8 +129,8 @@ def per_image(reference: dict, actual: dict, last_layer: np.ndarray, *, k: int =
     n, m = ref_scores.shape
     k = max(1, min(int(k), m))
     size = int(size) if size else int(ref_maps.shape[2])
-    rank_r = _ranking(ref_logits, ref_scores, last_layer)
-    rank_a = _ranking(act_logits, act_scores, last_layer)
+    rank_r = _ranking(ref_logits, ref_scores, classes)
+    rank_a = _ranking(act_logits, act_scores, classes)
     act_logits_clean = np.where(np.isnan(act_logits), -np.inf, act_logits)
     out = {
         "ref_pred": ref_logits.argmax(axis=1).astype(np.int64),
@@ -185,10 +184,10 @@ def summarize(values: dict[str, np.ndarray], k: int = DEFAULT_K) -> dict:
     return summary
 
 
-def fidelity(reference: dict, actual: dict, last_layer: np.ndarray, *, k: int = DEFAULT_K,
+def fidelity(reference: dict, actual: dict, classes: np.ndarray, *, k: int = DEFAULT_K,
              size: int | None = None, percentile: float = PERCENTILE) -> dict:
     """``{"summary": {...}, "per_image": {...}}`` for two whole output dicts."""
-    values = per_image(reference, actual, last_layer, k=k, size=size, percentile=percentile)
+    values = per_image(reference, actual, classes, k=k, size=size, percentile=percentile)
     return {"summary": summarize(values, k), "per_image": values}
 
 

@@ -34,6 +34,7 @@ class ValidateOptions:
     ``threads``: for the runtime (threads also for the PyTorch reference); ``checkpoint``: where the
     reference checkpoint is if not where the manifest says; ``k``: the top-k of fidelity;
     ``samples`` / ``worst``: example images in the report; ``noise_std`` / ``seed``: stability;
+    ``pointing_tolerance``: pixels of slack for the pointing game (Zhang et al. use 15; default 0);
     sweep only: ``latency_queries`` timed batch-1 queries, ``calib`` int8 calibration images;
     ``data_root``: the image folder of the bundle's dataset when it moved (replaces ``root``).
     """
@@ -51,6 +52,7 @@ class ValidateOptions:
     worst: int = 4
     noise_std: float = STABILITY_NOISE_STD
     seed: int = 0
+    pointing_tolerance: float = 0.0
     progress: bool = True
     latency_queries: int = 50
     calib: int = 64
@@ -67,6 +69,9 @@ class ValidateOptions:
         check_threads(self.threads)
         if isinstance(self.noise_std, bool) or not isinstance(self.noise_std, (int, float)) or not self.noise_std >= 0:
             raise EdgeprotoError(f"noise_std must be a number ≥ 0, got {self.noise_std!r}")
+        tol = self.pointing_tolerance
+        if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol >= 0:
+            raise EdgeprotoError(f"pointing_tolerance must be a number of pixels ≥ 0, got {tol!r}")
 
 
 def _whole(name: str, value, least: int) -> None:

@@ -150,7 +150,7 @@ def parity_table(parity: dict) -> str:
 
 _FID_ROWS = (
     ("prediction", "prediction agreement", "same predicted class"),
-    ("top1", "top-1 prototype agreement", "same most-contributing prototype (score × class weight)"),
+    ("top1", "top-1 prototype agreement", "same top-1 explaining prototype (predicted class first, by similarity)"),
     ("topk_overlap", "top-k overlap", "mean |top-k ∩ top-k| / k"),
     ("topk_set", "top-k set agreement", "identical top-k sets"),
     ("kendall_tau", "Kendall τ (scores)", "rank correlation of all prototype scores"),
@@ -192,9 +192,12 @@ def localization_section(loc: dict | None) -> str:
     rows.append(["consistent prototypes", f"{ref['consistent_prototypes']}/{ref['measured_prototypes']}",
                  f"{tgt['consistent_prototypes']}/{tgt['measured_prototypes']}", ""])
     out = _table(["figure", "reference (PyTorch)", "target", "target − reference"], rows)
-    out += (f"<p class='meta'>Box {ref['box_px']}×{ref['box_px']} px around the upsampled argmax (72/224 of the "
-            f"input side); a part is hit when its centroid is in the box; consistent when a part's hit rate ≥ "
-            f"{ref['threshold']:g} over the images of the prototype's class (Huang et al., ICCV 2023).</p>")
+    out += (f"<p class='meta'>Box {ref['box_px']}×{ref['box_px']} px (±{ref['box_half_px']} px, inclusive) around "
+            f"the upsampled argmax (±36 px at 224 px); a part is hit when its centroid is in the box; consistent "
+            f"when a part's hit rate over the images of the prototype's class where the part is visible is ≥ "
+            f"{ref['threshold']:g}; stability noise clipped to ±0.25 (Huang et al., ICCV 2023, as their public "
+            f"EvalProtoPNet code computes them). Pointing game tolerance "
+            f"{ref.get('pointing_tolerance_px', 0):g} px.</p>")
     prow = []
     for pr, pt in zip(ref["prototypes"], tgt["prototypes"]):
         if not pr.get("images"):

@@ -26,7 +26,7 @@ from edgeproto.errors import EdgeprotoError
 THRESHOLDS: dict[str, tuple[str, str]] = {
     "prediction_agreement": ("min", "fraction of images with the same predicted class"),
     "top1_prototype_agreement": ("min", "fraction of images with the same top-1 (class-weighted) prototype"),
-    "topk_overlap": ("min", "mean |top-k ∩ top-k| / k of the class-weighted prototype rankings"),
+    "topk_overlap": ("min", "mean |top-k ∩ top-k| / k of the two prototype rankings (predicted class first, by similarity)"),
     "kendall_tau": ("min", "mean Kendall τ of the prototype scores"),
     "map_pearson": ("min", "mean Pearson of the reference's top-k prototype maps"),
     "map_iou": ("min", "mean IoU of the ≥95th-percentile masks of the upsampled top-k maps"),

@@ -134,6 +134,7 @@ class _Context:
     k: int
     seed: int
     noise_std: float
+    pointing_tolerance: float
     has_parts: bool
     reference: Runner
     progress: bool
@@ -154,7 +155,7 @@ class _Context:
         return [self.ds.part_masks(int(i)) for i in ids]
 
     def prototype_classes(self) -> np.ndarray:
-        return np.asarray([int(p["class"]) for p in self.bundle.prototypes], dtype=np.int64)
+        return self.bundle.prototype_classes()
 
 
 def _prepare(bundle, options: ValidateOptions) -> _Context:
@@ -172,15 +173,17 @@ def _prepare(bundle, options: ValidateOptions) -> _Context:
     has_parts = ds.part_masks(int(ids[0])) is not None
     return _Context(bundle=bundle, data_config=config, split=options.split, ds=ds, ids=ids,
                     labels=np.asarray(ds.labels)[ids].astype(np.int64), size=size, batch=options.batch,
-                    k=options.k, seed=options.seed, noise_std=options.noise_std, has_parts=has_parts,
+                    k=options.k, seed=options.seed, noise_std=options.noise_std,
+                    pointing_tolerance=float(options.pointing_tolerance), has_parts=has_parts,
                     reference=reference, progress=options.progress, limit=options.limit)
 
 
 def _reference_pass(ctx: _Context) -> None:
     """Run the reference on every selected image (and its noisy copy when there are parts)."""
     t0 = time.perf_counter()
-    last = ctx.bundle.last_layer()
-    acc = LocalizationAccumulator(ctx.prototype_classes(), ctx.size, part_names=ctx.ds.part_names) \
+    proto_cls = ctx.prototype_classes()
+    acc = LocalizationAccumulator(proto_cls, ctx.size, part_names=ctx.ds.part_names,
+                                  pointing_tolerance=ctx.pointing_tolerance) \
         if ctx.has_parts else None
     parts: list[dict] = []
     with progress_bar(ctx.progress, "reference (PyTorch)", len(ctx.ids)) as advance:
@@ -190,7 +193,7 @@ def _reference_pass(ctx: _Context) -> None:
             parts.append(out)
             if acc is not None:
                 noisy = run_outputs(ctx.reference, noisy_inputs(x, ids, ctx.noise_std, ctx.seed))["maps"]
-                top1 = top_prototypes(out["logits"], out["scores"], last, 1)[:, 0]
+                top1 = top_prototypes(out["logits"], out["scores"], proto_cls, 1)[:, 0]
                 acc.add(out["maps"], ctx.masks(ids), ctx.labels[start: start + len(ids)], top1, noisy, ids)
             advance(len(ids))
     ctx.ref_out = {k: np.concatenate([p[k] for p in parts]) for k in OUTPUTS}
@@ -220,14 +223,15 @@ def _artifact(bundle: Bundle, target: str, precision: str, guard: str) -> str:
     return entry["model"] if entry else bundle.manifest["model"]["file"]
 
 
-def _side(out: dict, pos: int, last: np.ndarray, size: int, classes: list[str], protos: list[dict]) -> dict:
+def _side(out: dict, pos: int, last: np.ndarray, proto_cls: np.ndarray, size: int, classes: list[str],
+          protos: list[dict]) -> dict:
     """One side (reference or target) of an example: prediction and its top prototypes."""
     logits, scores, maps = out["logits"][pos: pos + 1], out["scores"][pos: pos + 1], out["maps"][pos]
     clean = np.where(np.isnan(logits), -np.inf, logits)
     pred = int(clean[0].argmax())
     contrib = contributions(clean, scores, last)[0]
     top = []
-    for rank, j in enumerate(top_prototypes(clean, np.nan_to_num(scores, nan=-np.inf), last, 3)[0].tolist(), 1):
+    for rank, j in enumerate(top_prototypes(clean, scores, proto_cls, 3)[0].tolist(), 1):
         m = np.asarray(maps[j], dtype=np.float64)
         finite = bool(np.isfinite(m).all())
         rec = {"rank": rank, "prototype": int(j), "class": int(protos[j]["class"]) if j < len(protos) else -1,
@@ -242,7 +246,7 @@ def _side(out: dict, pos: int, last: np.ndarray, size: int, classes: list[str], 
 
 
 def _examples(ctx: _Context, act_out: dict, values: dict, worst: list[dict], samples: int) -> list[dict]:
-    last = ctx.bundle.last_layer()
+    last, proto_cls = ctx.bundle.last_layer(), ctx.prototype_classes()
     classes, protos = list(ctx.bundle.classes), ctx.bundle.prototypes
     n = len(ctx.ids)
     chosen: dict[int, list[str]] = {}
@@ -257,8 +261,8 @@ def _examples(ctx: _Context, act_out: dict, values: dict, worst: list[dict], sam
         label = int(ctx.labels[pos])
         out.append({
             "id": img_id, "position": pos, "kind": kinds, "label": label, "label_name": classes[label],
-            "reference": _side(ctx.ref_out, pos, last, ctx.size, classes, protos),
-            "target": _side(act_out, pos, last, ctx.size, classes, protos),
+            "reference": _side(ctx.ref_out, pos, last, proto_cls, ctx.size, classes, protos),
+            "target": _side(act_out, pos, last, proto_cls, ctx.size, classes, protos),
             "fidelity": {key: (bool(values[key][pos]) if values[key].dtype == bool else float(values[key][pos]))
                          for key in ("prediction", "top1", "topk_overlap", "kendall_tau", "map_pearson",
                                      "map_iou", "argmax")},
@@ -271,8 +275,9 @@ def _evaluate(ctx: _Context, runner: Runner, *, target: str, precision: str, gua
               options: ValidateOptions, samples: int) -> dict:
     """Run ``runner`` on the context's images and compare with the (already computed) reference."""
     t0 = time.perf_counter()
-    last = ctx.bundle.last_layer()
-    acc = LocalizationAccumulator(ctx.prototype_classes(), ctx.size, part_names=ctx.ds.part_names) \
+    proto_cls = ctx.prototype_classes()
+    acc = LocalizationAccumulator(proto_cls, ctx.size, part_names=ctx.ds.part_names,
+                                  pointing_tolerance=ctx.pointing_tolerance) \
         if ctx.has_parts else None
     parts, fid_parts = [], []
     label = f"{target} {precision}" + ("" if guard == "prototypes" else " (no guard)")
@@ -284,7 +289,7 @@ def _evaluate(ctx: _Context, runner: Runner, *, target: str, precision: str, gua
             check_shapes(ref, out, target, "the PyTorch reference")
             out = {k: out[k] for k in OUTPUTS}
             parts.append(out)
-            fid_parts.append(fid.per_image(ref, out, last, k=ctx.k, size=ctx.size))
+            fid_parts.append(fid.per_image(ref, out, proto_cls, k=ctx.k, size=ctx.size))
             if acc is not None:
                 noisy = run_outputs(runner, noisy_inputs(x, ids, ctx.noise_std, ctx.seed), target)["maps"]
                 acc.add(out["maps"], ctx.masks(ids), ctx.labels[start: start + len(ids)],

@@ -1,8 +1,8 @@
 """On-device explanations: "this part of the image looks like *that* prototype".
 
 numpy + Pillow + a runtime only -- never torch -- because this runs on the device. An explanation is
-the predicted class and the top-k prototypes by ``score × class weight`` for that class
-(:mod:`edgeproto.ranking`), each with its similarity map upsampled to the input size the way
+the predicted class and its top-k prototypes: the predicted class's own prototypes by similarity,
+then the others (:mod:`edgeproto.ranking`, shift-invariant), each with its similarity map upsampled to the input size the way
 ProtoPNet does it (bicubic, then the ≥95th-percentile box) and its source patch from the bundle.
 """
 
@@ -76,7 +76,7 @@ def explain_image(
     protos = bundle.prototypes
 
     top = []
-    for rank, j in enumerate(top_prototypes(logits, scores, last, int(k))[0].tolist(), start=1):
+    for rank, j in enumerate(top_prototypes(logits, scores, bundle.prototype_classes(), int(k))[0].tolist(), start=1):
         up = upsample_map(maps[0, j], size)
         ay, ax = np.unravel_index(int(up.argmax()), up.shape)
         ly, lx = np.unravel_index(int(maps[0, j].argmax()), maps[0, j].shape)
@@ -95,6 +95,7 @@ def explain_image(
             "box": high_activation_box(up, 95.0),
             "patch_png": rec.get("patch_png"),
             "source_image": rec.get("source_image"),
+            "merged": list(rec.get("merged", [])),
             "patch_box": rec.get("patch_box"),
             "map": np.asarray(maps[0, j], dtype=np.float64).round(6).tolist(),
         })
@@ -111,6 +112,8 @@ def explain_image(
         "logits": [float(v) for v in logits[0]],
         "k": len(top),
         "top_prototypes": top,
+        "rank_by": bundle.manifest.get("explain", {}).get("rank_by"),
+        "merged_prototypes": sum(1 for p in protos if p.get("merged_into") is not None),
     }
     if tuple(img.size) != (size, size):
         result["resized_from"] = list(img.size)

@@ -94,7 +94,9 @@ def render_explanation(bundle: Bundle | str | Path, image_path: str | Path, expl
     sub = (f"{Path(str(explanation.get('image', image_path))).name}"
            + (f" (resized from {explanation['resized_from'][0]}×{explanation['resized_from'][1]})"
               if explanation.get("resized_from") else "")
-           + f"  ·  {rt['name']} {rt['version']} · {rt['precision']} · {rt['device']}")
+           + f"  ·  {rt['name']} {rt['version']} · {rt['precision']} · {rt['device']}"
+           + (f"  ·  {explanation['merged_prototypes']} duplicate prototype(s) merged at push"
+              if explanation.get("merged_prototypes") else ""))
     fig.text(0.5, 1 - 0.32 / fig.get_figheight(), title, ha="center", va="center", fontsize=15, weight="bold")
     fig.text(0.5, 1 - 0.68 / fig.get_figheight(), sub, ha="center", va="center", fontsize=9.5, color="#444444")
     gs = fig.add_gridspec(len(rows), 3, width_ratios=[panel_in, panel_in, text_in],
@@ -146,6 +148,10 @@ def render_explanation(bundle: Bundle | str | Path, image_path: str | Path, expl
         ]
         if p.get("source_image") is not None:
             lines.append(f"source             train image {p['source_image']}")
+        else:
+            lines.append("source             none (no training image of its class)")
+        if p.get("merged"):
+            lines.append(f"merged duplicates  {', '.join(map(str, p['merged']))}")
         if p["contribution"] < 0:
             lines.append(f"(evidence against {pred['class_name']})")
         ax_tx.text(0.02, 0.55, "\n".join(lines), fontsize=10, family="monospace", linespacing=1.5,

@@ -18,6 +18,7 @@ from edgeproto.errors import EdgeprotoError
 from edgeproto.export.onnx_graph import INPUT_NAME, OPS_MODES, SUPPORTED_OPSETS, export_onnx, function_proto
 from edgeproto.layers import ONNX_DOMAIN, family_for_op_type, get_family, prototype_nodes
 from edgeproto.outputs import OUTPUTS, compare_golden
+from edgeproto.ranking import RANK_BY, prototype_classes
 from edgeproto.runtimes.onnxruntime.runner import OnnxRuntimeRunner
 from edgeproto.train.checkpoint import WEIGHTS, load_checkpoint
 
@@ -165,7 +166,7 @@ def _assemble(stage, checkpoint, config, model, family, inputs, ids, labels, ref
 
     status("checking the ONNX model in ONNX Runtime against PyTorch")
     actual = OnnxRuntimeRunner(_runnable(onnx_model, ops, opset)).run(inputs)
-    compared = compare_golden(reference, actual, last_layer, atol=atol, rtol=rtol)
+    compared = compare_golden(reference, actual, prototype_classes(config["prototypes"]), atol=atol, rtol=rtol)
     diffs, agreement = compared["diffs"], compared["top1_prototype_agreement"]
     ok = all(d["within_tolerance"] for d in diffs.values())
     check = {"runtime": "onnxruntime", **compared, "passed": ok and agreement == 1.0}
@@ -179,6 +180,8 @@ def _assemble(stage, checkpoint, config, model, family, inputs, ids, labels, ref
     status("writing the bundle")
     (stage / "prototypes").mkdir()
     for rec in config["prototypes"]:
+        if not rec.get("patch_png"):  # a prototype whose class had no training image has no patch
+            continue
         shutil.copyfile(checkpoint / rec["patch_png"], stage / rec["patch_png"])
     (stage / "explain").mkdir()
     (stage / "golden").mkdir()
@@ -208,7 +211,7 @@ def _assemble(stage, checkpoint, config, model, family, inputs, ids, labels, ref
         "data": config["recipe"]["data"],
         "part_names": config.get("part_names", []),
         "prototypes": config["prototypes"],
-        "explain": {"last_layer": "explain/last_layer.npy", "rank_by": "score * class weight"},
+        "explain": {"last_layer": "explain/last_layer.npy", "rank_by": RANK_BY},
         "golden": {"files": golden_files, "dataset_split": "test", "dataset_indices": ids, "labels": labels},
         "export_check": check,
         "compiled": {},

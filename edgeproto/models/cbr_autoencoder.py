@@ -32,8 +32,10 @@ def _activation(name: str) -> nn.Module:
 @register_backbone("cbr_encoder")
 class CbrEncoder(nn.Module):
     """Li et al.'s encoder: ``stages`` 3×3 convolutions of stride 2, ``width`` filters each but the
-    last (``latent_channels``); hidden activations ``activation`` (the paper: sigmoid; ReLU trains
-    much faster), the last one a sigmoid (a bounded latent space, as in the paper)."""
+    last (``latent_channels``); hidden activations ``activation`` (default ReLU, as in their public
+    code, OscarcarLi/PrototypeDL @ 3ae7f47 ``CAE_MNIST.py``, ``conv_layer``'s default). The last
+    one here is a sigmoid (a bounded code space): a deliberate deviation -- their code's last
+    encoder layer is a ReLU too."""
 
     def __init__(self, in_channels: int = 3, width: int = 32, latent_channels: int = 10, stages: int = 4,
                  activation: str = "relu") -> None:

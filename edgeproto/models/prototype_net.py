@@ -88,7 +88,7 @@ class TverskyHead(nn.Module):
 
 class PrototypeClassifier(nn.Module):
     """What every prototype model shares: the prototype → class identity, ProtoPNet's last-layer
-    init, the class weights that rank explanations, and latent patches → logits/scores/maps.
+    init, the class weights, and latent patches → logits/scores/maps.
 
     Subclasses set ``prototype_layer`` and ``last_layer``, call :meth:`_init_classes`, and define
     ``features(x)``.
@@ -115,7 +115,7 @@ class PrototypeClassifier(nn.Module):
             self.last_layer.weight.copy_(pos + strength * (1 - pos))
 
     def class_weights(self) -> Tensor:
-        """(C,M) weights that rank a prototype's share of a class's evidence (score × weight): the
+        """(C,M) class weights (shown beside an explanation, not used to rank it): the
         linear weights, ReLU'd for ``nonneg``, the class prototypes for ``tversky``."""
         w = self.last_layer.weight.detach()
         return F.relu(w) if self.head == "nonneg" else w

@@ -1,6 +1,7 @@
 """The bundled trainer: recipes in, checkpoints out."""
 
+from edgeproto.train.pruning import prune
 from edgeproto.train.recipe import load_recipe, validate_recipe
 from edgeproto.train.trainer import train
 
-__all__ = ["load_recipe", "train", "validate_recipe"]
+__all__ = ["load_recipe", "prune", "train", "validate_recipe"]

@@ -3,7 +3,9 @@ family's ``auxiliary_loss`` on the latent features, weighted by ``coefs.commit``
 
 Cluster and separation costs use each family's ``dissimilarity(scores)``: for ``l2_log`` the squared
 distance d (as in ProtoPNet), for the likelihood families (HyperPg, Gaussian) the negative
-log-density, for cosine 1 − cos.
+log-density, for cosine 1 − cos. Separation is ProtoPNet's (the nearest wrong-class prototype) unless
+the family's torch module sets ``SEPARATION = "mean_over_wrong_classes"`` (HyperPg's public code:
+each wrong class's nearest prototype, averaged over the wrong classes).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ def prototype_loss(
     dis = layer.family.torch_module.dissimilarity(out["scores"], **layer.attrs)
     ce = F.cross_entropy(out["logits"], labels)
     cluster = dis.masked_fill(~own, float("inf")).amin(dim=1).mean()
-    separation = dis.masked_fill(own, float("inf")).amin(dim=1).mean()
+    separation = _separation(dis, own, identity, labels, getattr(layer.family.torch_module, "SEPARATION", "min"))
     l1 = _l1(model)
     total = coefs["crs_ent"] * ce + coefs["clst"] * cluster + coefs["sep"] * separation
     if use_l1:
@@ -39,18 +41,33 @@ def prototype_loss(
     return total, parts
 
 
+def _separation(dis: Tensor, own: Tensor, identity: Tensor, labels: Tensor, mode: str) -> Tensor:
+    """ProtoPNet's ``min`` over all wrong-class prototypes, or the mean over wrong classes of each
+    class's min (``mean_over_wrong_classes``); mean over the batch."""
+    if mode == "min":
+        return dis.masked_fill(own, float("inf")).amin(dim=1).mean()
+    if mode != "mean_over_wrong_classes":
+        raise ValueError(f"unknown separation aggregation {mode!r}")
+    per_class = dis[:, :, None].masked_fill(~identity.bool()[None], float("inf")).amin(dim=1)  # (B,C)
+    wrong = torch.ones_like(per_class, dtype=torch.bool)
+    wrong[torch.arange(len(labels)), labels] = False
+    return per_class[wrong].mean()
+
+
 def cbr_loss(
     out: dict[str, Tensor], target: Tensor, labels: Tensor, model, coefs: dict
 ) -> tuple[Tensor, dict[str, float]]:
-    """Li et al. (2018)'s objective for the case-based reasoning autoencoder:
-    crs_ent·CE + recon·MSE(decoder(z), image) + r1·mean_j min_i d(p_j, z_i) + r2·mean_i min_j d(z_i, p_j),
-    d the family's dissimilarity (squared distance for ``cbr_ae``), min over the mini-batch (R1:
-    every prototype is near some encoding; R2: every encoding is near some prototype).
-    ``target`` is the input image in [0, 1]."""
+    """Li et al. (2018)'s objective for the case-based reasoning autoencoder, as their public code
+    computes it (OscarcarLi/PrototypeDL @ 3ae7f47, ``CAE_MNIST.py``):
+    crs_ent·CE + recon·R + r1·mean_j min_i d(p_j, z_i) + r2·mean_i min_j d(z_i, p_j), with R the
+    per-image *sum* of squared pixel errors of decoder(z) against the image, averaged over the batch
+    (their ``ae_error``), d the family's dissimilarity (squared distance for ``cbr_ae``), the minima
+    over the mini-batch (R1: every prototype is near some encoding; R2: every encoding is near some
+    prototype). Their weights: class 20, the other three 1. ``target`` is the input image in [0, 1]."""
     layer = model.prototype_layer
     dis = layer.family.torch_module.dissimilarity(out["scores"], **layer.attrs)  # (B,M)
     ce = F.cross_entropy(out["logits"], labels)
-    recon = F.mse_loss(out["reconstruction"], target)
+    recon = (out["reconstruction"] - target).pow(2).flatten(1).sum(dim=1).mean()
     r1 = dis.amin(dim=0).mean()
     r2 = dis.amin(dim=1).mean()
     total = coefs["crs_ent"] * ce + coefs["recon"] * recon + coefs["r1"] * r1 + coefs["r2"] * r2

@@ -29,6 +29,10 @@ def summarize(config: dict, path: str | Path, detailed: bool = False) -> dict:
         "classes": config["classes"],
         "prototypes_per_class": dict(per_class),
         "image_size": config["image_size"],
+        "duplicates_merged": len(config.get("merged_prototypes", {})),
+        "merged_prototypes": config.get("merged_prototypes", {}),
+        "prototypes_without_source": [p["index"] for p in config.get("prototypes", [])
+                                      if p.get("no_source")],
         "metrics": config.get("metrics", {}),
         "train_seconds": config.get("train_seconds"),
         "world_size": config.get("world_size", 1),
@@ -44,6 +48,12 @@ def render(summary: dict, console: Console | None = None) -> None:
     for key in ("recipe", "family", "op", "formula", "backbone", "num_prototypes", "prototype_dim",
                 "classes", "image_size", "train_seconds", "world_size"):
         table.add_row(key, str(summary[key]))
+    merged = summary.get("merged_prototypes", {})
+    table.add_row("duplicates merged", f"{len(merged)}" + (
+        " (" + ", ".join(f"{d}→{k}" for d, k in merged.items()) + ")" if merged else ""))
+    if summary.get("prototypes_without_source"):
+        table.add_row("no source patch", "prototypes " + ", ".join(map(str, summary["prototypes_without_source"]))
+                      + " (their class had no training image)")
     for key, value in summary["metrics"].items():
         if "_epoch" not in key:  # per-epoch curves stay in --json
             table.add_row(key, f"{value:.4f}")

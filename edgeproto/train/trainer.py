@@ -21,7 +21,7 @@ from edgeproto.train.augment import random_shift
 from edgeproto.train import checkpoint
 from edgeproto.train.distributed import Dist, init_distributed, shutdown
 from edgeproto.train.losses import accuracy, cbr_loss, last_layer_loss, prototype_loss
-from edgeproto.train.push import patch_png, push_prototypes
+from edgeproto.train.push import merge_duplicates, patch_png, push_prototypes
 
 STAGES = ("warm", "joint", "push", "last_layer")
 _MAX_CACHED_BYTES = 2 << 30  # datasets up to 2 GiB are held as one tensor
@@ -217,8 +217,16 @@ class Trainer:
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                self._zero_merged()
                 bar("last_layer", epoch, len(idx), {"loss": loss.item()})
             self._checkpoint_epoch(si, epoch + 1, opt)
+
+    @torch.no_grad()
+    def _zero_merged(self) -> None:
+        """Prototypes merged into another at push stay out of the logits (their columns stay 0)."""
+        merged = [r["index"] for r in self.prototypes if r.get("merged_into") is not None]
+        if merged:
+            self.model.last_layer.weight[:, merged] = 0.0
 
     def _pixels(self, x: Tensor) -> Tensor:
         """Normalised inputs back to [0, 1] pixels (the decoder's target)."""
@@ -254,6 +262,10 @@ class Trainer:
             progress=lambda n: bar("push", 0, n, {}), project=self.cfg["push"] == "project",
         )
         self.metrics["test_accuracy_after_push"] = self.evaluate()
+        merged = merge_duplicates(self.model, self.prototypes)
+        self.metrics["duplicates_merged"] = len(merged)
+        if merged:
+            self.metrics["test_accuracy_after_merge"] = self.evaluate()
         self._checkpoint_epoch(si + 1, 0, None)
 
     @torch.no_grad()
@@ -327,7 +339,7 @@ class Trainer:
         classes = list(self.train_set.classes)
         for rec in self.prototypes:
             rec["class_name"] = classes[rec["class"]]
-            rec["patch_png"] = f"prototypes/{rec['index']:04d}.png"
+            rec["patch_png"] = f"prototypes/{rec['index']:04d}.png" if rec.get("patch_box") else None
         config = {
             "recipe": self.recipe,
             "model": self.model_cfg,
@@ -338,6 +350,8 @@ class Trainer:
             "part_names": list(getattr(self.train_set, "part_names", []) or []),
             "prototypes": self.prototypes,
             "pruned_prototypes": getattr(self, "pruned", []),
+            "merged_prototypes": {str(r["index"]): r["merged_into"] for r in self.prototypes
+                                  if r.get("merged_into") is not None},
             "init_from_copied": getattr(self, "init_from_copied", []),
             "metrics": self.metrics,
             "train_seconds": round(self.elapsed + time.monotonic() - self._t0, 2),
@@ -350,6 +364,8 @@ class Trainer:
         if self.dist.is_main:
             rendered = self.model.render_prototypes() if self.is_cbr else None  # (M,C,S,S) in [0, 1]
             for rec in self.prototypes:
+                if rec["patch_png"] is None:  # no training image of its class: no source patch
+                    continue
                 if rendered is not None:  # the decoder's picture of the prototype
                     img = (rendered[rec["index"]].permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8)
                     raw = img.expand(-1, -1, 3).numpy() if img.shape[2] == 1 else img.numpy()

@@ -79,6 +79,11 @@ def dissimilarity(scores: Tensor) -> Tensor:
     return -scores
 
 
-def push_similarity(z: Tensor, prototypes: Tensor, mu: Tensor, log_sigma: Tensor) -> Tensor:
-    """Push projects onto the patch of highest cosine (the direction the prototype stands for)."""
-    return cosine_map(z, prototypes)
+# Separation cost as the public HyperPg code aggregates it (nips25-12267/12267-hyperpg @ ba8c122,
+# src/prob_proto/losses/prototype_loss.py, SeparationLoss): per image, each wrong class's best
+# prototype (max density), averaged over the wrong classes -- not ProtoPNet's single nearest
+# wrong-class prototype. Read by edgeproto.train.losses.
+SEPARATION = "mean_over_wrong_classes"
+
+# No ``push_similarity``: push searches by the op itself, the log-likelihood under the prototype's
+# μ and σ (the patch the prototype finds most likely), not by the bare cosine.
