@@ -144,7 +144,7 @@ def test_compile_targets_and_guard(bundle_of, family):
 
 def test_bad_requests_leave_bundle_unchanged(bundle_of, monkeypatch):
     root = bundle_of("l2_log")
-    compile_bundle(root, target="onnxruntime", precision="fp16", progress=False)
+    compile_bundle(root, target="onnxruntime", precision="fp16", progress=False, force=True)
     before = _snapshot(root)
     cases = [
         (dict(target="tensorrt-x"), "unknown target"),
@@ -171,7 +171,7 @@ def test_bad_requests_leave_bundle_unchanged(bundle_of, monkeypatch):
 
     monkeypatch.setattr(edgeproto.data, "build_dataset", lambda config, split: [])
     with pytest.raises(EdgeprotoError, match="train split is empty"):
-        compile_bundle(root, target="onnxruntime", precision="int8", progress=False)
+        compile_bundle(root, target="onnxruntime", precision="int8", progress=False, force=True)
     monkeypatch.undo()
     assert _snapshot(root) == before
 
@@ -185,7 +185,7 @@ def test_bad_requests_leave_bundle_unchanged(bundle_of, monkeypatch):
 
     monkeypatch.setattr(atomic_files, "write_text", full_disk)
     with pytest.raises(EdgeprotoError, match="No space left"):
-        compile_bundle(root, target="onnxruntime", precision="fp16", progress=False)
+        compile_bundle(root, target="onnxruntime", precision="fp16", progress=False, force=True)
     monkeypatch.undo()
     assert _snapshot(root) == before
     open_bundle(root)
@@ -203,8 +203,10 @@ def test_bad_requests_leave_bundle_unchanged(bundle_of, monkeypatch):
 
 def test_recompile_replaces_artifact(bundle_of):
     root = bundle_of("l2_log")
-    first = compile_bundle(root, target="openvino", precision="bf16", progress=False)
-    second = compile_bundle(root, target="openvino", precision="bf16", progress=False)
+    first = compile_bundle(root, target="openvino", precision="bf16", progress=False, force=True)
+    with pytest.raises(EdgeprotoError, match="already holds a compiled openvino-bf16 artifact; pass --force"):
+        compile_bundle(root, target="openvino", precision="bf16", progress=False)
+    second = compile_bundle(root, target="openvino", precision="bf16", progress=False, force=True)
     manifest = json.loads((root / MANIFEST).read_text())
     assert manifest["compiled"]["openvino-bf16"] == second and first["files"] == second["files"]
     assert second["inference_precision"] == "bf16" and second["inference_precision_hint"] == "bf16"

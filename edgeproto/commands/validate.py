@@ -139,10 +139,11 @@ def run_validate(
         raise EdgeprotoError("--targets is for --sweep; validate one target with --target")
     if out is not None:
         from edgeproto import atomic_files
-        from edgeproto.bundle import open_bundle
+        from edgeproto.bundle import Bundle, open_bundle
 
-        root = bundle.root if hasattr(bundle, "root") else open_bundle(bundle, verify=False).root
-        atomic_files.check_output(out, {"bundle": root, "bundle file": getattr(bundle, "root", bundle),
+        opened = bundle if isinstance(bundle, Bundle) else open_bundle(bundle, verify=False)
+        source = bundle.root if isinstance(bundle, Bundle) else bundle  # a Path's .root is the filesystem root
+        atomic_files.check_output(out, {"bundle": opened.root, "bundle file": source,
                                         "data config": data if isinstance(data, (str, Path)) else None}, "--out")
         if Path(out).exists() and not Path(out).is_dir():
             raise EdgeprotoError(f"--out {out} exists and is not a directory")
