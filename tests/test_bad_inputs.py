@@ -404,9 +404,15 @@ CASES = [
     Case("bench-batch-zero", ["bench", "{bundle}", "--batches", "0"], "batch size", needs=("bundle",)),
     Case("bench-min-queries-huge", ["bench", "{bundle}", "--min-queries", "1000000000"], "min_queries",
          needs=("bundle",)),
+    Case("bench-missing-artifact", ["bench", "{bundle}", "--precision", "fp16", "--min-queries", "1"], "has no onnxruntime fp16",
+         needs=("bundle",)),
+    Case("validate-missing-artifact", ["validate", "{bundle}", "--precision", "fp16", "--limit", "2"],
+         "has no onnxruntime fp16", needs=("bundle",)),
     # ---- verify
     Case("verify-atol-nan", ["verify", "{bundle}", "--atol", "nan"], "finite", needs=("bundle",)),
     Case("verify-rtol-negative", ["verify", "{bundle}", "--rtol", "-1"], "finite", needs=("bundle",)),
+    Case("verify-missing-artifact", ["verify", "{bundle}", "--precision", "int8"], "has no onnxruntime int8",
+         needs=("bundle",)),
 ]
 
 
