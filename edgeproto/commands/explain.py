@@ -78,6 +78,8 @@ def run_explain(bundle, image, target: str = "onnxruntime", precision: str = "fp
     if result.get("resized_from"):
         w, h = result["resized_from"]
         out.print(f"input resized from {w}×{h} to {result['input_size']}×{result['input_size']}")
+    if result.get("input_note"):
+        out.print(f"input: {result['input_note']}")
     out.print(f"figure: {png}\njson:   {js}")
     return 0
 
