@@ -74,7 +74,7 @@ def test_compile_targets_and_guard(bundle_of, family):
         ("onnxruntime", "int8", "prototypes"), ("onnxruntime", "int8", "none"), ("onnxruntime", "fp16", "prototypes"),
         ("openvino", "fp32", "prototypes"), ("openvino", "int8", "prototypes"), ("openvino", "int8", "none"),
     ]:
-        entry = compile_bundle(root, target=target, precision=precision, guard=guard, calib=CALIB, progress=False)
+        entry = compile_bundle(root, target=target, precision=precision, guard=guard, calib=CALIB, progress=False, force=True)
         key = artifact_key(target, precision, guard)
         bundle = open_bundle(root)  # integrity holds after every compile
         assert bundle.manifest["compiled"][key] == entry
@@ -144,7 +144,7 @@ def test_compile_targets_and_guard(bundle_of, family):
 
 def test_bad_requests_leave_bundle_unchanged(bundle_of, monkeypatch):
     root = bundle_of("l2_log")
-    compile_bundle(root, target="onnxruntime", precision="fp16", progress=False)
+    compile_bundle(root, target="onnxruntime", precision="fp16", progress=False, force=True)
     before = _snapshot(root)
     cases = [
         (dict(target="tensorrt-x"), "unknown target"),
@@ -164,14 +164,14 @@ def test_bad_requests_leave_bundle_unchanged(bundle_of, monkeypatch):
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "nncf" else real_find_spec(name, *a))
     with pytest.raises(EdgeprotoError, match=r"needs nncf.*pip install 'edgeproto\[openvino\]'"):
-        compile_bundle(root, target="openvino", precision="int8", progress=False)
+        compile_bundle(root, target="openvino", precision="int8", progress=False, force=True)
     monkeypatch.undo()
 
     import edgeproto.data
 
     monkeypatch.setattr(edgeproto.data, "build_dataset", lambda config, split: [])
     with pytest.raises(EdgeprotoError, match="train split is empty"):
-        compile_bundle(root, target="onnxruntime", precision="int8", progress=False)
+        compile_bundle(root, target="onnxruntime", precision="int8", progress=False, force=True)
     monkeypatch.undo()
     assert _snapshot(root) == before
 
@@ -185,7 +185,7 @@ def test_bad_requests_leave_bundle_unchanged(bundle_of, monkeypatch):
 
     monkeypatch.setattr(atomic_files, "write_text", full_disk)
     with pytest.raises(EdgeprotoError, match="No space left"):
-        compile_bundle(root, target="onnxruntime", precision="fp16", progress=False)
+        compile_bundle(root, target="onnxruntime", precision="fp16", progress=False, force=True)
     monkeypatch.undo()
     assert _snapshot(root) == before
     open_bundle(root)
@@ -203,8 +203,8 @@ def test_bad_requests_leave_bundle_unchanged(bundle_of, monkeypatch):
 
 def test_recompile_replaces_artifact(bundle_of):
     root = bundle_of("l2_log")
-    first = compile_bundle(root, target="openvino", precision="bf16", progress=False)
-    second = compile_bundle(root, target="openvino", precision="bf16", progress=False)
+    first = compile_bundle(root, target="openvino", precision="bf16", progress=False, force=True)
+    second = compile_bundle(root, target="openvino", precision="bf16", progress=False, force=True)
     manifest = json.loads((root / MANIFEST).read_text())
     assert manifest["compiled"]["openvino-bf16"] == second and first["files"] == second["files"]
     assert second["inference_precision"] == "bf16" and second["inference_precision_hint"] == "bf16"
