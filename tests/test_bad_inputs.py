@@ -129,8 +129,10 @@ def s_text(name: str, text: str | bytes):
 
 
 def s_laughs_recipe(tmp):
+    """The laughs inside a key that takes any value (the description): valid keys, 9⁹ strings once walked."""
     text = recipe(tmp).read_text()
-    (tmp / "r.yaml").write_text(BILLION_LAUGHS + text.replace("name: tiny", "name: tiny-laughs"))
+    laughs = "".join("  " + line + "\n" for line in BILLION_LAUGHS.splitlines())
+    (tmp / "r.yaml").write_text(text + "description:\n" + laughs)
 
 
 def s_big_recipe(tmp):
