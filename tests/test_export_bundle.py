@@ -123,8 +123,13 @@ def test_existing_output_refused_unless_force(trained, tmp_path):
     with pytest.raises(EdgeprotoError, match="exists; pass --force"):
         export_bundle(trained("l2_log"), tmp_path / "b")
     assert (tmp_path / "b" / "keep.txt").read_text() == "mine"
-    export_bundle(trained("l2_log"), tmp_path / "b", force=True)
-    assert not (tmp_path / "b" / "keep.txt").exists()
+    # --force replaces only a previous export, never a folder of the user's (issue 12: data loss)
+    with pytest.raises(EdgeprotoError, match="not an edgeproto bundle"):
+        export_bundle(trained("l2_log"), tmp_path / "b", force=True)
+    assert (tmp_path / "b" / "keep.txt").read_text() == "mine"
+    export_bundle(trained("l2_log"), tmp_path / "c", golden=2)
+    export_bundle(trained("l2_log"), tmp_path / "c", force=True, golden=3)
+    assert len(json.loads((tmp_path / "c" / "manifest.json").read_text())["golden"]["labels"]) == 3
 
 
 def test_unsupported_opset_and_unknown_architecture(trained, tmp_path):

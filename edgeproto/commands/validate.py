@@ -148,8 +148,10 @@ def run_validate(
         from edgeproto import atomic_files
         from edgeproto.bundle import open_bundle
 
-        root = bundle.root if hasattr(bundle, "root") else open_bundle(bundle, verify=False).root
-        atomic_files.check_output(out, {"bundle": root, "bundle file": getattr(bundle, "root", bundle),
+        from edgeproto.bundle import Bundle
+
+        root = bundle.root if isinstance(bundle, Bundle) else open_bundle(bundle, verify=False).root
+        atomic_files.check_output(out, {"bundle": root, "bundle file": root if isinstance(bundle, Bundle) else bundle,
                                         "data config": data if isinstance(data, (str, Path)) else None}, "--out")
         if Path(out).exists() and not Path(out).is_dir():
             raise EdgeprotoError(f"--out {out} exists and is not a directory")
