@@ -744,3 +744,17 @@ def test_relative_data_root_is_stored_absolute_and_can_be_overridden(tmp_path, m
     assert code == 0, err
     code, _, err = run_main(["validate", "bundle", "--data-root", str(tmp_path / "moved"), "--json"], capsys)
     assert code in (0, 1), err  # a verdict, not an error
+
+
+@pytest.mark.slow
+def test_train_force_leaves_no_stale_prototype_patches(tmp_path):
+    from edgeproto.train import train
+
+    from conftest import tiny_recipe
+
+    train(tiny_recipe(joint_epochs=1, last_layer_epochs=1, model={"prototypes": {"family": "l2_log", "per_class": 3, "dim": 16}}),
+          tmp_path / "ckpt", quiet=True)
+    assert len(list((tmp_path / "ckpt" / "prototypes").glob("*.png"))) == 9
+    config = train(tiny_recipe(joint_epochs=1, last_layer_epochs=1), tmp_path / "ckpt", force=True, quiet=True)
+    pngs = sorted(p.name for p in (tmp_path / "ckpt" / "prototypes").glob("*.png"))
+    assert pngs == sorted(Path(r["patch_png"]).name for r in config["prototypes"]) and len(pngs) == 6
