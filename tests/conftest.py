@@ -64,3 +64,17 @@ def trained(tmp_path_factory):
         return cache[key]
 
     return get
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _bundle_cache(tmp_path_factory):
+    """Zipped bundles are extracted under a session folder, not the user's ~/.cache."""
+    import os
+
+    old = os.environ.get("EDGEPROTO_CACHE")
+    os.environ["EDGEPROTO_CACHE"] = str(tmp_path_factory.mktemp("edgeproto-cache"))
+    yield
+    if old is None:
+        os.environ.pop("EDGEPROTO_CACHE", None)
+    else:
+        os.environ["EDGEPROTO_CACHE"] = old

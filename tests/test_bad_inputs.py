@@ -129,8 +129,10 @@ def s_text(name: str, text: str | bytes):
 
 
 def s_laughs_recipe(tmp):
+    """The laughs inside a key that takes any value (the description): valid keys, 9⁹ strings once walked."""
     text = recipe(tmp).read_text()
-    (tmp / "r.yaml").write_text(BILLION_LAUGHS + text.replace("name: tiny", "name: tiny-laughs"))
+    laughs = "".join("  " + line + "\n" for line in BILLION_LAUGHS.splitlines())
+    (tmp / "r.yaml").write_text(text + "description:\n" + laughs)
 
 
 def s_big_recipe(tmp):
@@ -404,9 +406,15 @@ CASES = [
     Case("bench-batch-zero", ["bench", "{bundle}", "--batches", "0"], "batch size", needs=("bundle",)),
     Case("bench-min-queries-huge", ["bench", "{bundle}", "--min-queries", "1000000000"], "min_queries",
          needs=("bundle",)),
+    Case("bench-missing-artifact", ["bench", "{bundle}", "--precision", "fp16", "--min-queries", "1"], "has no onnxruntime fp16",
+         needs=("bundle",)),
+    Case("validate-missing-artifact", ["validate", "{bundle}", "--precision", "fp16", "--limit", "2"],
+         "has no onnxruntime fp16", needs=("bundle",)),
     # ---- verify
     Case("verify-atol-nan", ["verify", "{bundle}", "--atol", "nan"], "finite", needs=("bundle",)),
     Case("verify-rtol-negative", ["verify", "{bundle}", "--rtol", "-1"], "finite", needs=("bundle",)),
+    Case("verify-missing-artifact", ["verify", "{bundle}", "--precision", "int8"], "has no onnxruntime int8",
+         needs=("bundle",)),
 ]
 
 
@@ -736,3 +744,17 @@ def test_relative_data_root_is_stored_absolute_and_can_be_overridden(tmp_path, m
     assert code == 0, err
     code, _, err = run_main(["validate", "bundle", "--data-root", str(tmp_path / "moved"), "--json"], capsys)
     assert code in (0, 1), err  # a verdict, not an error
+
+
+@pytest.mark.slow
+def test_train_force_leaves_no_stale_prototype_patches(tmp_path):
+    from edgeproto.train import train
+
+    from conftest import tiny_recipe
+
+    train(tiny_recipe(joint_epochs=1, last_layer_epochs=1, model={"prototypes": {"family": "l2_log", "per_class": 3, "dim": 16}}),
+          tmp_path / "ckpt", quiet=True)
+    assert len(list((tmp_path / "ckpt" / "prototypes").glob("*.png"))) == 9
+    config = train(tiny_recipe(joint_epochs=1, last_layer_epochs=1), tmp_path / "ckpt", force=True, quiet=True)
+    pngs = sorted(p.name for p in (tmp_path / "ckpt" / "prototypes").glob("*.png"))
+    assert pngs == sorted(Path(r["patch_png"]).name for r in config["prototypes"]) and len(pngs) == 6

@@ -54,7 +54,7 @@ def test_trained_model_exports_and_matches_pytorch(trained, tmp_path, family, op
 
     runner = OnnxRuntimeRunner(bundle.path("model.onnx"))
     golden = bundle.golden()
-    classes = bundle.prototype_classes()
+    last = bundle.last_layer()
     rng = np.random.default_rng(0)
     for batch in (1, 7, 64):
         images = golden["image"][rng.integers(0, len(golden["image"]), batch)]
@@ -65,7 +65,7 @@ def test_trained_model_exports_and_matches_pytorch(trained, tmp_path, family, op
             # atol + rtol·|ref| (the export check's own tolerances): fp32 conv accumulation order
             # differs between ORT's and torch's kernels (and between CPUs), relative to the logit size
             np.testing.assert_allclose(out[name], ref[name], atol=1e-5, rtol=1e-4, err_msg=f"{name} batch {batch}")
-        assert (top_prototypes(out["logits"], out["scores"], classes, 1) == top_prototypes(ref["logits"], ref["scores"], classes, 1)).all()
+        assert (top_prototypes(out["logits"], out["scores"], last, 1) == top_prototypes(ref["logits"], ref["scores"], last, 1)).all()
 
 
 def test_bundle_layout_and_manifest(trained, tmp_path):
@@ -123,13 +123,13 @@ def test_existing_output_refused_unless_force(trained, tmp_path):
     with pytest.raises(EdgeprotoError, match="exists; pass --force"):
         export_bundle(trained("l2_log"), tmp_path / "b")
     assert (tmp_path / "b" / "keep.txt").read_text() == "mine"
-    # --force replaces only a previous export, never a folder of the user's
-    with pytest.raises(EdgeprotoError, match="is not an edgeproto bundle; --force only replaces a previous export"):
+    # --force replaces only a previous export, never a folder of the user's (issue 12: data loss)
+    with pytest.raises(EdgeprotoError, match="not an edgeproto bundle"):
         export_bundle(trained("l2_log"), tmp_path / "b", force=True)
     assert (tmp_path / "b" / "keep.txt").read_text() == "mine"
-    export_bundle(trained("l2_log"), tmp_path / "c")
-    export_bundle(trained("l2_log"), tmp_path / "c", force=True)
-    assert (tmp_path / "c" / "manifest.json").is_file()
+    export_bundle(trained("l2_log"), tmp_path / "c", golden=2)
+    export_bundle(trained("l2_log"), tmp_path / "c", force=True, golden=3)
+    assert len(json.loads((tmp_path / "c" / "manifest.json").read_text())["golden"]["labels"]) == 3
 
 
 def test_unsupported_opset_and_unknown_architecture(trained, tmp_path):

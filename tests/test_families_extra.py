@@ -353,12 +353,12 @@ def test_init_from_must_be_a_checkpoint(tmp_path):
 
     from conftest import tiny_recipe
 
-    (tmp_path / "not-a-checkpoint").mkdir()
+    (tmp_path / "src").mkdir()
     with pytest.raises(EdgeprotoError, match="config.json"):
-        train(tiny_recipe(init_from=str(tmp_path / "not-a-checkpoint")), tmp_path / "out", quiet=True)
+        train(tiny_recipe(init_from=str(tmp_path / "src")), tmp_path / "out", quiet=True)
     assert not (tmp_path / "out").exists()
-    with pytest.raises(EdgeprotoError, match="is inside the init_from checkpoint"):  # never write into an input
-        train(tiny_recipe(init_from=str(tmp_path)), tmp_path / "out", quiet=True)
+    with pytest.raises(EdgeprotoError, match="inside the init_from checkpoint"):  # never write into the source
+        train(tiny_recipe(init_from=str(tmp_path / "src")), tmp_path / "src" / "out", quiet=True)
 
 
 # ---- cbr_ae (Li et al. 2018) ----------------------------------------------------------------------

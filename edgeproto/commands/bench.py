@@ -32,7 +32,9 @@ def _compare_torch(compare) -> bool:
 @contextlib.contextmanager
 def _progress_display(enabled: bool, min_queries: int, min_seconds: float):
     """A rich progress display on stderr; yields the ``progress(label, queries, seconds)`` callback."""
-    if not enabled:
+    from edgeproto.progress import stderr_is_terminal
+
+    if not enabled or not stderr_is_terminal():
         yield None
         return
     from rich.console import Console

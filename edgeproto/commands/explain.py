@@ -80,6 +80,8 @@ def run_explain(bundle, image, target: str = "onnxruntime", precision: str = "fp
         out.print(f"input resized from {w}×{h} to {result['input_size']}×{result['input_size']}")
     if result.get("merged_prototypes"):
         out.print(f"{result['merged_prototypes']} duplicate prototype(s) were merged at push (not ranked)")
+    if result.get("input_note"):
+        out.print(f"input: {result['input_note']}")
     out.print(f"figure: {png}\njson:   {js}")
     return 0
 

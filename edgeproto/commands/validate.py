@@ -13,7 +13,14 @@ from pathlib import Path
 
 import click
 
-from edgeproto.commands.options import artifact_options, console, json_option
+from edgeproto.commands.options import (
+    console,
+    device_option,
+    guard_option,
+    json_option,
+    precision_option,
+    target_option,
+)
 from edgeproto.errors import EdgeprotoError
 
 
@@ -139,11 +146,12 @@ def run_validate(
         raise EdgeprotoError("--targets is for --sweep; validate one target with --target")
     if out is not None:
         from edgeproto import atomic_files
-        from edgeproto.bundle import Bundle, open_bundle
+        from edgeproto.bundle import open_bundle
 
-        opened = bundle if isinstance(bundle, Bundle) else open_bundle(bundle, verify=False)
-        source = bundle.root if isinstance(bundle, Bundle) else bundle  # a Path's .root is the filesystem root
-        atomic_files.check_output(out, {"bundle": opened.root, "bundle file": source,
+        from edgeproto.bundle import Bundle
+
+        root = bundle.root if isinstance(bundle, Bundle) else open_bundle(bundle, verify=False).root
+        atomic_files.check_output(out, {"bundle": root, "bundle file": root if isinstance(bundle, Bundle) else bundle,
                                         "data config": data if isinstance(data, (str, Path)) else None}, "--out")
         if Path(out).exists() and not Path(out).is_dir():
             raise EdgeprotoError(f"--out {out} exists and is not a directory")
@@ -169,7 +177,10 @@ def run_validate(
 
 @click.command()
 @click.argument("bundle", type=click.Path())
-@artifact_options
+@target_option()
+@precision_option
+@guard_option
+@device_option
 @click.option("--data", type=click.Path(dir_okay=False), default=None,
               help="dataset config or recipe YAML (default: the bundle's recipe data)")
 @click.option("--data-root", type=click.Path(file_okay=False), default=None,

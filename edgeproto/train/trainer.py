@@ -375,6 +375,11 @@ class Trainer:
             checkpoint.save_weights(self.out, self.model)
             checkpoint.save_config(self.out, config)
             (self.out / checkpoint.RESUME).unlink(missing_ok=True)
+            # --force over an older checkpoint: drop its patches that this one does not list (never stale)
+            listed = {rec["patch_png"] for rec in self.prototypes}
+            for png in sorted((self.out / "prototypes").glob("*.png")):
+                if f"prototypes/{png.name}" not in listed:
+                    png.unlink(missing_ok=True)
         self.dist.barrier()
         return config
 
