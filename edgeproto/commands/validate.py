@@ -125,6 +125,7 @@ def run_validate(
     threads: int = 0,
     latency_queries: int = 50,
     progress: bool = True,
+    pointing_tolerance: float = 0.0,
 ) -> int:
     """Validate ``bundle`` on ``target`` (or, with ``sweep``, every precision of ``targets``) against its
     PyTorch reference; write ``<out>/report.json`` and ``<out>/report.html`` when ``out`` is given.
@@ -138,7 +139,8 @@ def run_validate(
     from edgeproto.compare.validate import validate_bundle
 
     options = ValidateOptions(data=data, split=split, limit=limit, batch=batch, thresholds=thresholds, device=device,
-                              threads=threads, latency_queries=latency_queries, progress=progress and not as_json)
+                              threads=threads, latency_queries=latency_queries, progress=progress and not as_json,
+                              pointing_tolerance=pointing_tolerance)
     if sweep:
         result = run_sweep(bundle, _targets(target, targets), options)
     else:
@@ -174,10 +176,12 @@ def run_validate(
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="write report.json + report.html here")
 @click.option("--sweep", is_flag=True, help="fp32, fp16/bf16, int8 with and without the guard, in one table")
 @click.option("--targets", default=None, help="with --sweep: comma-separated targets (default: --target)")
+@click.option("--pointing-tolerance", type=float, default=0.0, show_default=True,
+              help="pointing game: pixels of slack around the part masks (Zhang et al. use 15)")
 @json_option()
 def validate(bundle, target, precision, guard, device, data, split, limit, threads, thresholds, out, sweep, targets,
-             as_json) -> None:
+             pointing_tolerance, as_json) -> None:
     """Accuracy, parity and explanation fidelity vs the PyTorch reference; exit 1 when a threshold fails."""
     sys.exit(run_validate(bundle, target=target, precision=precision, guard=guard, data=data, split=split,
                           limit=limit, thresholds=thresholds, out=out, sweep=sweep, targets=targets,
-                          device=device, threads=threads, as_json=as_json))
+                          device=device, threads=threads, as_json=as_json, pointing_tolerance=pointing_tolerance))
