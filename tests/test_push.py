@@ -41,7 +41,7 @@ def test_patch_box_comes_from_the_search_map(trained):
     layer = model.prototype_layer
     before = {n: getattr(layer, n).detach().clone() for n in layer.family.param_names}
     records = push_prototypes(model, images, labels)
-    after_maps, search_maps, differ = {}, {}, 0
+    differ = 0
     for rec in records:
         j, idx = rec["index"], rec["source_image"]
         with torch.no_grad():

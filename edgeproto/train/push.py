@@ -48,7 +48,7 @@ def push_prototypes(
     closeness = getattr(layer.family.torch_module, "push_similarity", None)
     params = lambda: [getattr(layer, n) for n in layer.family.param_names]  # noqa: E731
     proto_cls = model.prototype_classes
-    m, d = layer.centers.shape
+    m = layer.centers.shape[0]
     size = images.shape[-1]
     best = torch.full((m,), -float("inf"), dtype=torch.float64)
     best_vec = layer.centers.detach().clone()
