@@ -114,7 +114,9 @@ def merge_duplicates(model: PrototypeNet, records: list[dict]) -> dict[int, int]
     """Merge prototypes that push projected onto the same patch, as ProtoPShare joins prototypes
     (gmum/ProtoPShare@57ec642 ``proto_join.py``: the joined columns of the last layer are summed
     into the kept one, the others removed): the duplicate's column is added to the kept one's and zeroed,
-    so for identical prototypes every logit is unchanged and the duplicate no longer contributes.
+    so for identical prototypes every logit is unchanged and the duplicate no longer contributes
+    (families with more per-prototype parameters than the vector -- HyperPg's μ, σ -- keep the kept
+    one's, so there the merge is approximate).
     Records get ``merged_into`` (duplicate) / ``merged`` (kept: the list of duplicates). Returns
     ``{duplicate: kept}``. A Tversky head has no class-weight columns: nothing is merged there.
     """
