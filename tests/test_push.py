@@ -41,7 +41,7 @@ def test_patch_box_comes_from_the_search_map(trained):
     layer = model.prototype_layer
     before = {n: getattr(layer, n).detach().clone() for n in layer.family.param_names}
     records = push_prototypes(model, images, labels)
-    after_maps, search_maps, differ = {}, {}, 0
+    differ = 0
     for rec in records:
         j, idx = rec["index"], rec["source_image"]
         with torch.no_grad():
@@ -130,3 +130,41 @@ def test_protopnet_pruning_by_nearest_patch_class_purity(trained):
         prune(model, images, labels, threshold=7)
     with pytest.raises(EdgeprotoError, match="k must be"):
         prune(model, images, labels, k=0)
+
+
+def test_unsourced_and_merged_prototypes_export_and_explain(trained, tmp_path):
+    """A checkpoint with a prototype without source (its class had no training image) and one merged
+    into another exports, explains (the merged one never ranks first; the JSON counts it) and
+    renders its figure."""
+    import shutil
+
+    from PIL import Image
+
+    from edgeproto.device.explain import explain_image
+    from edgeproto.device.figure import render_explanation
+    from edgeproto.export.bundle_writer import export_bundle
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(trained("l2_log"), ckpt)
+    config = json.loads((ckpt / "config.json").read_text())
+    recs = config["prototypes"]
+    recs[0].update(source_image=None, latent_hw=None, patch_box=None, similarity=None, projected=False,
+                   no_source=True, patch_png=None)
+    (ckpt / "prototypes" / "0000.png").unlink()
+    recs[3]["merged_into"] = 2
+    recs[2]["merged"] = [3]
+    config["merged_prototypes"] = {"3": 2}
+    (ckpt / "config.json").write_text(json.dumps(config))
+    assert summarize(config, ckpt)["prototypes_without_source"] == [0]
+    export_bundle(ckpt, tmp_path / "b", golden=4)
+    ds = build_dataset(config["recipe"]["data"], "test")
+    img = tmp_path / "x.png"
+    Image.fromarray(ds.raw_image(0)).save(img)
+    result = explain_image(tmp_path / "b", img, k=6)
+    assert result["merged_prototypes"] == 1
+    ranked = [p["prototype"] for p in result["top_prototypes"]]
+    assert sorted(ranked) == list(range(6)) and ranked[-1] == 3  # the merged one ranks last
+    no_src = next(p for p in result["top_prototypes"] if p["prototype"] == 0)
+    assert no_src["patch_png"] is None and no_src["source_image"] is None
+    render_explanation(tmp_path / "b", img, result, tmp_path / "fig.png")
+    assert (tmp_path / "fig.png").stat().st_size > 0

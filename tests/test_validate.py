@@ -428,3 +428,12 @@ def test_metric_modules_import_no_torch():
             "loc = localization.localization(m, [np.ones((1, 16, 16), bool)] * 2, [0, 1, 1], [0, 1], [0, 1])\n"
             "assert loc['pointing_game'] == 1.0 and 'torch' not in sys.modules\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_pointing_tolerance_option_is_checked_and_reported(bundle_dir):
+    with pytest.raises(EdgeprotoError, match="pointing_tolerance"):
+        ValidateOptions(pointing_tolerance=-1).check()
+    report = validate_bundle(bundle_dir, target="onnxruntime",
+                             options=ValidateOptions(limit=8, progress=False, pointing_tolerance=15))
+    loc = report["localization"]
+    assert loc["reference"]["pointing_tolerance_px"] == 15 and loc["target"]["box_px"] == 11

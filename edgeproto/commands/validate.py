@@ -126,6 +126,7 @@ def run_validate(
     latency_queries: int = 50,
     progress: bool = True,
     data_root=None,
+    pointing_tolerance: float = 0.0,
 ) -> int:
     """Validate ``bundle`` on ``target`` (or, with ``sweep``, every precision of ``targets``) against its
     PyTorch reference; write ``<out>/report.json`` and ``<out>/report.html`` when ``out`` is given.
@@ -140,15 +141,13 @@ def run_validate(
 
     options = ValidateOptions(data=data, split=split, limit=limit, batch=batch, thresholds=thresholds, device=device,
                               threads=threads, latency_queries=latency_queries, progress=progress and not as_json,
-                              data_root=data_root)
+                              data_root=data_root, pointing_tolerance=pointing_tolerance)
     options.check()
     if targets and not sweep:
         raise EdgeprotoError("--targets is for --sweep; validate one target with --target")
     if out is not None:
         from edgeproto import atomic_files
-        from edgeproto.bundle import open_bundle
-
-        from edgeproto.bundle import Bundle
+        from edgeproto.bundle import Bundle, open_bundle
 
         root = bundle.root if isinstance(bundle, Bundle) else open_bundle(bundle, verify=False).root
         atomic_files.check_output(out, {"bundle": root, "bundle file": root if isinstance(bundle, Bundle) else bundle,
@@ -192,10 +191,13 @@ def run_validate(
 @click.option("--out", type=click.Path(), default=None, help="write report.json + report.html here")
 @click.option("--sweep", is_flag=True, help="fp32, fp16/bf16, int8 with and without the guard, in one table")
 @click.option("--targets", default=None, help="with --sweep: comma-separated targets (default: --target)")
+@click.option("--pointing-tolerance", type=float, default=0.0, show_default=True,
+              help="pointing game: pixels of slack around the part masks (Zhang et al. use 15)")
 @json_option()
 def validate(bundle, target, precision, guard, device, data, data_root, split, limit, threads, thresholds, out, sweep,
-             targets, as_json) -> None:
+             targets, pointing_tolerance, as_json) -> None:
     """Accuracy, parity and explanation fidelity vs the PyTorch reference; exit 1 when a threshold fails."""
     sys.exit(run_validate(bundle, target=target, precision=precision, guard=guard, data=data, split=split,
                           limit=limit, thresholds=thresholds, out=out, sweep=sweep, targets=targets,
-                          device=device, threads=threads, as_json=as_json, data_root=data_root))
+                          device=device, threads=threads, as_json=as_json, data_root=data_root,
+                          pointing_tolerance=pointing_tolerance))

@@ -17,7 +17,9 @@ part is *visible* in an image when its mask is not empty):
 - **consistency**: for each prototype, over the images of its class, every part's hit rate *among
   the images where that part is visible* (a part never visible: rate 0); the prototype is
   consistent when some part's rate is ≥ ``threshold`` (0.8); the score is the fraction of
-  consistent prototypes;
+  consistent prototypes among those with at least one image of their class (EvalProtoPNet would
+  count a prototype whose class has no test image as inconsistent; merged or pruned prototypes,
+  class −1 in :func:`edgeproto.ranking.prototype_classes`, are not counted);
 - **stability**: for each prototype, over the images of its class, the fraction whose vector of hit
   parts is unchanged when noise N(0, 0.2²) clipped to ±0.25 is added to the (normalized) input
   (:func:`noisy_inputs`, their ``perturb_img(std=0.2, eps=0.25)``); the score is the mean over

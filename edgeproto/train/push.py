@@ -48,7 +48,7 @@ def push_prototypes(
     closeness = getattr(layer.family.torch_module, "push_similarity", None)
     params = lambda: [getattr(layer, n) for n in layer.family.param_names]  # noqa: E731
     proto_cls = model.prototype_classes
-    m, d = layer.centers.shape
+    m = layer.centers.shape[0]
     size = images.shape[-1]
     best = torch.full((m,), -float("inf"), dtype=torch.float64)
     best_vec = layer.centers.detach().clone()
@@ -114,7 +114,9 @@ def merge_duplicates(model: PrototypeNet, records: list[dict]) -> dict[int, int]
     """Merge prototypes that push projected onto the same patch, as ProtoPShare joins prototypes
     (gmum/ProtoPShare@57ec642 ``proto_join.py``: the joined columns of the last layer are summed
     into the kept one, the others removed): the duplicate's column is added to the kept one's and zeroed,
-    so for identical prototypes every logit is unchanged and the duplicate no longer contributes.
+    so for identical prototypes every logit is unchanged and the duplicate no longer contributes
+    (families with more per-prototype parameters than the vector -- HyperPg's μ, σ -- keep the kept
+    one's, so there the merge is approximate).
     Records get ``merged_into`` (duplicate) / ``merged`` (kept: the list of duplicates). Returns
     ``{duplicate: kept}``. A Tversky head has no class-weight columns: nothing is merged there.
     """
