@@ -47,7 +47,7 @@ def _golden_agreement(bundle, target, precision, guard):
     out = runner.run(golden["image"])
     assert set(out) >= {"logits", "scores", "maps"}
     assert out["scores"].shape == golden["scores"].shape
-    return out, top1_agreement(golden, out, bundle.last_layer())
+    return out, top1_agreement(golden, out, bundle.prototype_classes())
 
 
 def _downstream(graph, tensor):

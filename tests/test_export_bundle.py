@@ -54,7 +54,7 @@ def test_trained_model_exports_and_matches_pytorch(trained, tmp_path, family, op
 
     runner = OnnxRuntimeRunner(bundle.path("model.onnx"))
     golden = bundle.golden()
-    last = bundle.last_layer()
+    classes = bundle.prototype_classes()
     rng = np.random.default_rng(0)
     for batch in (1, 7, 64):
         images = golden["image"][rng.integers(0, len(golden["image"]), batch)]
@@ -65,7 +65,7 @@ def test_trained_model_exports_and_matches_pytorch(trained, tmp_path, family, op
             # atol + rtol·|ref| (the export check's own tolerances): fp32 conv accumulation order
             # differs between ORT's and torch's kernels (and between CPUs), relative to the logit size
             np.testing.assert_allclose(out[name], ref[name], atol=1e-5, rtol=1e-4, err_msg=f"{name} batch {batch}")
-        assert (top_prototypes(out["logits"], out["scores"], last, 1) == top_prototypes(ref["logits"], ref["scores"], last, 1)).all()
+        assert (top_prototypes(out["logits"], out["scores"], classes, 1) == top_prototypes(ref["logits"], ref["scores"], classes, 1)).all()
 
 
 def test_bundle_layout_and_manifest(trained, tmp_path):
