@@ -225,7 +225,7 @@ def bench_one_bundle(path: str, args) -> dict:
     if entry is None or ours is None:
         checks.append({"kind": "openvino-fp32", "benchmark_app": {"error": "no OpenVINO fp32 IR in this bundle"}})
     else:
-        from edgeproto.measure.bench import bench_inputs
+        from edgeproto.measure.single_stream import bench_inputs
         from edgeproto.runtimes import load_runner
 
         runner = load_runner(opened, "openvino", "fp32", threads=args.threads)

@@ -15,7 +15,7 @@ import time
 
 from edgeproto.bundle import open_bundle
 from edgeproto.errors import EdgeprotoError
-from edgeproto.measure.bench import bench_inputs
+from edgeproto.measure.single_stream import bench_inputs
 from edgeproto.measure.latency import current_rss_mb, peak_rss_mb
 from edgeproto.runtimes import load_runner
 

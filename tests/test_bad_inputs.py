@@ -588,7 +588,7 @@ def test_resource_caps(tmp_path):
     from edgeproto.data.preprocess import load_image, read_image_size
     from edgeproto.environment import usable_cpus
     from edgeproto.errors import EdgeprotoError
-    from edgeproto.measure.bench import check_batches
+    from edgeproto.measure.single_stream import check_batches
 
     with pytest.raises(EdgeprotoError, match="usable CPU"):
         ValidateOptions(threads=usable_cpus() + 1).check()

@@ -1,4 +1,4 @@
-"""Every registered runtime keeps the runner contract (edgeproto.runtimes.base.Runner) on a real bundle."""
+"""Every registered runtime keeps the runner contract (edgeproto.runner_contract.Runner) on a real bundle."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from edgeproto.export.bundle_writer import export_bundle
 from edgeproto.outputs import OUTPUTS, golden_tolerance
 from edgeproto.runtimes import RUNTIMES, Runner, load_runner
 from edgeproto.runtimes.compile import compile_bundle
-from edgeproto.runtimes.base import INFO_KEYS
+from edgeproto.runner_contract import INFO_KEYS
 
 pytestmark = pytest.mark.slow
 

@@ -83,7 +83,7 @@ def run_bench(
     with_torch = _compare_torch(compare)
     _check_common(target, precision, guard, threads, min_queries, min_seconds)
     if not host:
-        from edgeproto.measure.bench import check_local_threads
+        from edgeproto.measure.single_stream import check_local_threads
 
         check_local_threads(threads)
 

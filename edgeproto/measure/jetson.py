@@ -41,6 +41,7 @@ from edgeproto.measure.board import (
     is_jetson,
     tegra_root,
 )
+from edgeproto.measure.single_stream import bench_runtime, check_batches
 from edgeproto.measure.ssh import SshTarget
 
 def _power(tegra: Tegrastats, window, throughput: float, idle_mw: float | None, rail=None) -> dict | None:
@@ -96,7 +97,6 @@ def bench_local(bundle, *, precision: str = "fp32", guard: str = "prototypes", b
                 device: str | None = None, warmup: int = 10, progress=None, idle_seconds: float = 1.0,
                 interval_ms: int = TEGRASTATS_INTERVAL_MS, rail=None) -> dict:
     """Benchmark on this Jetson with tegrastats running; see the module docstring."""
-    from edgeproto.measure.bench import bench_bundle
     from edgeproto.measure.tegrastats import parse_line, power_summary
 
     root = tegra_root()
@@ -121,10 +121,10 @@ def bench_local(bundle, *, precision: str = "fp32", guard: str = "prototypes", b
             t0 = time.monotonic()
             time.sleep(idle_seconds)
             idle_window = (t0, time.monotonic())
-        report = bench_bundle(bundle, target=target, precision=precision, guard=guard, batches=batches,
-                              threads=threads, min_queries=min_queries, min_seconds=min_seconds,
-                              compare_torch=compare_torch, device=device, warmup=warmup, progress=progress,
-                              keep_windows=True)
+        report = bench_runtime(bundle, target=target, precision=precision, guard=guard,
+                               sizes=check_batches(batches), threads=threads, min_queries=min_queries,
+                               min_seconds=min_seconds, compare_torch=compare_torch, device=device, warmup=warmup,
+                               progress=progress, keep_windows=True)
     finally:
         if tool is not None:
             tegra.__exit__(None, None, None)
@@ -203,7 +203,6 @@ def bench_remote(bundle, *, host: str, port: int | None = None, identity: str | 
     seconds). ``timeout`` bounds the remote benchmark (default: generous, from the run's size).
     """
     from edgeproto.bundle import open_bundle
-    from edgeproto.measure.bench import check_batches
 
     sizes = check_batches(batches)
     local = Path(bundle)

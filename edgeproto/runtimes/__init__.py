@@ -1,4 +1,4 @@
-"""Runtime backends behind one contract (:class:`~edgeproto.runtimes.base.Runner`), listed in one
+"""Runtime backends behind one contract (:class:`~edgeproto.runner_contract.Runner`), listed in one
 registry (:mod:`edgeproto.runtimes.registry`).
 
 Imports no torch: this is what runs on the device (the host-only PyTorch reference imports torch
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from edgeproto.bundle import Bundle, sha256_file
 from edgeproto.errors import EdgeprotoError
-from edgeproto.runtimes.base import Runner
+from edgeproto.runner_contract import Runner
 from edgeproto.runtimes.registry import (
     GUARDS,
     PRECISIONS,

@@ -1,8 +1,10 @@
 """The runtime registry: one :class:`RuntimeSpec` per runtime; everything that lists runtimes reads it.
 
 A runtime is one folder ``edgeproto/runtimes/<module>/`` with ``runner.py`` (its runner class, the
-:class:`~edgeproto.runtimes.base.Runner` contract) and, when it compiles, ``compile.py`` (``build()``),
-plus one entry in :data:`RUNTIMES`. ``--target`` choices, compile/sweep configurations, bench
+:class:`~edgeproto.runner_contract.Runner` contract) and, when it compiles, ``compile.py`` (``build()``),
+plus one entry in :data:`RUNTIMES`. The host-only PyTorch reference is the one entry without a folder
+here: it runs the checkpoint, so it lives with the trainer (:mod:`edgeproto.train.reference`) and the
+device side never holds a torch import. ``--target`` choices, compile/sweep configurations, bench
 targets and install hints all come from here.
 """
 
@@ -22,7 +24,8 @@ GUARDS = ("prototypes", "none")
 class RuntimeSpec:
     """What edgeproto knows about one runtime.
 
-    ``packages``: Python packages the runner needs, ``extra``: the pip requirement that installs
+    ``module``: its folder under ``edgeproto/runtimes`` (None for the host-only reference);
+    ``runner``: the dotted path of its runner class; ``packages``: Python packages the runner needs, ``extra``: the pip requirement that installs
     them; ``precisions``: what ``compile`` can produce (fp32 runs ``model.onnx`` unless
     ``requires_compile``); ``compile_packages``: the packages compiling needs (``"*"``: every
     precision, default ``packages``; a precision: more for it); ``sweep``: the (precision, guard)
@@ -34,7 +37,7 @@ class RuntimeSpec:
     """
 
     name: str
-    module: str
+    module: str | None
     runner: str
     summary: str
     packages: tuple[str, ...]
@@ -72,7 +75,8 @@ class RuntimeSpec:
     def runner_class(self):
         """The runner class (imports the runtime; call :meth:`require` first for a clear error)."""
         self.require()
-        return getattr(importlib.import_module(f"edgeproto.runtimes.{self.module}.runner"), self.runner)
+        module, _, cls = self.runner.rpartition(".")
+        return getattr(importlib.import_module(module), cls)
 
     def compiler(self):
         """The module whose ``build(bundle, out_dir, precision=, guard=, calibration=, progress=)`` compiles."""
@@ -88,7 +92,8 @@ class RuntimeSpec:
 
 RUNTIMES: dict[str, RuntimeSpec] = {spec.name: spec for spec in (
     RuntimeSpec(
-        name="onnxruntime", module="onnxruntime", runner="OnnxRuntimeRunner", summary="ONNX Runtime (CPU; CUDA/TensorRT providers when present)",
+        name="onnxruntime", module="onnxruntime", runner="edgeproto.runtimes.onnxruntime.runner.OnnxRuntimeRunner",
+        summary="ONNX Runtime (CPU; CUDA/TensorRT providers when present)",
         packages=("onnxruntime",), extra="onnxruntime", precisions=("fp32", "fp16", "int8"),
         sweep=(("fp32", "prototypes"), ("fp16", "prototypes"), ("int8", "prototypes"), ("int8", "none")),
         devices="CPU, CUDA, TENSORRT",
@@ -96,21 +101,22 @@ RUNTIMES: dict[str, RuntimeSpec] = {spec.name: spec for spec in (
                              "openvino, whose bf16 is an inference-precision hint)"},
     ),
     RuntimeSpec(
-        name="openvino", module="openvino", runner="OpenVinoRunner", summary="OpenVINO (CPU, GPU, NPU, AUTO)",
+        name="openvino", module="openvino", runner="edgeproto.runtimes.openvino.runner.OpenVinoRunner",
+        summary="OpenVINO (CPU, GPU, NPU, AUTO)",
         packages=("openvino",), extra="edgeproto[openvino]", precisions=("fp32", "bf16", "fp16", "int8"),
         compile_packages={"*": ("openvino",), "int8": ("nncf",)},
         sweep=(("fp32", "prototypes"), ("bf16", "prototypes"), ("int8", "prototypes"), ("int8", "none")),
         devices="CPU, GPU, NPU, AUTO",
     ),
     RuntimeSpec(
-        name="tensorrt", module="tensorrt", runner="TensorRtRunner",
+        name="tensorrt", module="tensorrt", runner="edgeproto.runtimes.tensorrt.runner.TensorRtRunner",
         summary="TensorRT engine of the TensorRT-ready graph, built on the device with Polygraphy (GPU, Jetson)",
         packages=("tensorrt", "polygraphy"), extra="edgeproto[tensorrt]", precisions=("fp32", "fp16", "int8"),
         compile_packages={"*": ("onnxruntime",)}, check_with="tensorrt-graph", requires_compile=True, devices="GPU",
         unsupported={"bf16": " (the TensorRT-ready graphs are fp32, fp16 or int8)"},
     ),
     RuntimeSpec(
-        name="tensorrt-graph", module="tensorrt", runner="GraphRunner",
+        name="tensorrt-graph", module="tensorrt", runner="edgeproto.runtimes.tensorrt.runner.GraphRunner",
         summary="the TensorRT-ready graph executed by ONNX Runtime on the CPU (TensorRT's numerics, on any host)",
         packages=("onnxruntime",), extra="onnxruntime", precisions=("fp32", "fp16", "int8"),
         sweep=(("fp32", "prototypes"), ("fp16", "prototypes"), ("fp16", "none"), ("int8", "prototypes"),
@@ -119,7 +125,8 @@ RUNTIMES: dict[str, RuntimeSpec] = {spec.name: spec for spec in (
         unsupported={"bf16": " (the TensorRT-ready graphs are fp32, fp16 or int8)"},
     ),
     RuntimeSpec(
-        name="torch", module="pytorch", runner="TorchRunner", summary="the PyTorch reference (the bundle's source checkpoint; host only)",
+        name="torch", module=None, runner="edgeproto.train.reference.TorchRunner",
+        summary="the PyTorch reference (the bundle's source checkpoint; host only)",
         packages=("torch", "safetensors"), extra="edgeproto[train]", host_only=True,
         unsupported={p: " (it is the fp32 PyTorch reference)" for p in PRECISIONS if p != "fp32"},
     ),

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeproto.errors import EdgeprotoError
-from edgeproto.runtimes.base import runner_info
+from edgeproto.runner_contract import runner_info
 
 
 class OnnxRuntimeRunner:

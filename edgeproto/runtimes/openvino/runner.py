@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeproto.errors import EdgeprotoError
-from edgeproto.runtimes.base import runner_info
+from edgeproto.runner_contract import runner_info
 from edgeproto.layers import ONNX_DOMAIN, families
 
 # requested precision -> INFERENCE_PRECISION_HINT (int8 IRs carry their own FakeQuantize ops)

@@ -1,6 +1,6 @@
-"""The PyTorch reference as a runner: the bundle's source checkpoint, eager, eval mode, no grad.
-
-Host only: torch is imported when a runner is built, never when this module is imported.
+"""The PyTorch reference as a runner (``--target torch``): the bundle's source checkpoint, eager, eval
+mode, no grad. Host only, so it lives with the trainer, not under the device-side ``runtimes``;
+torch is imported when a runner is built, never when this module is imported.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import numpy as np
 
 from edgeproto.errors import EdgeprotoError
 from edgeproto.outputs import OUTPUTS
-from edgeproto.runtimes.base import runner_info
+from edgeproto.runner_contract import runner_info
 
 
 class TorchRunner:

@@ -1,4 +1,5 @@
-"""The contract every runtime backend keeps (Polygraphy-style runner).
+"""The contract every runner keeps (Polygraphy-style): ground floor, so the runtimes and the host-only
+PyTorch reference (:mod:`edgeproto.train.reference`) keep the same one.
 
 A runner is built from one artifact (``Runner(path, precision=..., device=..., threads=...)``),
 describes its inputs and outputs, runs a numpy batch and says what it really used. The

@@ -1,1 +1,0 @@
-"""The PyTorch reference as a runner (host only; imports torch when loaded)."""
