@@ -149,14 +149,15 @@ def check_manifest(manifest: dict, where: str | Path) -> None:
 def open_bundle(path: str | Path, verify: bool = True) -> Bundle:
     """Open a bundle directory (or a ``.zip`` of one, extracted to a cache keyed by its sha256) and check it."""
     root = Path(path)
+    checked = False  # a fresh extraction hashed every member against the manifest already
     if root.suffix == ".zip" and root.is_file():
-        root = _extract(root)
+        root, checked = _extract(root)
     manifest_path = root / MANIFEST
     if not manifest_path.is_file():
         raise EdgeprotoError(f"{root} is not an edgeproto bundle ({MANIFEST} missing)")
     manifest = _read_manifest(manifest_path.read_bytes() if manifest_path.stat().st_size <= MAX_MANIFEST_BYTES
                               else None, manifest_path)
-    if verify:
+    if verify and not checked:
         problems = verify_files(root, manifest)
         if problems:
             raise EdgeprotoError(f"bundle {root} failed its integrity check: " + "; ".join(problems))
@@ -187,8 +188,9 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "edgeproto"
 
 
-def _extract(zip_path: Path) -> Path:
+def _extract(zip_path: Path) -> tuple[Path, bool]:
     """Extract ``zip_path`` to ``<cache>/bundles/<sha256 of the zip>``: a replaced zip gets a new folder.
+    Returns the folder and whether this call extracted (and so hash-checked) it.
 
     Sizes come from the central directory and are checked against the manifest and the caps before a
     byte is extracted; every member is hashed while it is written and compared with the manifest;
@@ -197,7 +199,7 @@ def _extract(zip_path: Path) -> Path:
     digest = sha256_file(zip_path)
     dest = cache_dir() / "bundles" / digest
     if (dest / MANIFEST).is_file():
-        return dest
+        return dest, False
     try:
         zf = zipfile.ZipFile(zip_path)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
@@ -228,10 +230,10 @@ def _extract(zip_path: Path) -> Path:
                 for d in reversed(made):
                     with contextlib.suppress(OSError):
                         d.rmdir()
-    return dest
+    return dest, True
 
 
-def _check_members(zf: zipfile.ZipFile, zip_path: Path) -> list[zipfile.ZipInfo]:
+def _check_members(zf: zipfile.ZipFile, zip_path: Path) -> tuple[list[zipfile.ZipInfo], dict]:
     infos = [i for i in zf.infolist() if not i.is_dir()]
     if len(infos) > MAX_ZIP_ENTRIES:
         raise EdgeprotoError(f"{zip_path}: {len(infos)} entries is more than a bundle holds")

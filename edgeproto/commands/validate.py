@@ -145,22 +145,23 @@ def run_validate(
     options.check()
     if targets and not sweep:
         raise EdgeprotoError("--targets is for --sweep; validate one target with --target")
+    from edgeproto.bundle import Bundle, open_bundle
+
+    opened = bundle if isinstance(bundle, Bundle) else open_bundle(bundle)  # opened (and hashed) once
     if out is not None:
         from edgeproto import atomic_files
-        from edgeproto.bundle import Bundle, open_bundle
 
-        root = bundle.root if isinstance(bundle, Bundle) else open_bundle(bundle, verify=False).root
-        atomic_files.check_output(out, {"bundle": root, "bundle file": root if isinstance(bundle, Bundle) else bundle,
+        given = opened.root if isinstance(bundle, Bundle) else bundle  # a .zip, or the folder
+        atomic_files.check_output(out, {"bundle": opened.root, "bundle file": given,
                                         "data config": data if isinstance(data, (str, Path)) else None}, "--out")
         if Path(out).exists() and not Path(out).is_dir():
             raise EdgeprotoError(f"--out {out} exists and is not a directory")
+    bundle = opened
     if sweep:
         result = run_sweep(bundle, _targets(target, targets), options)
     else:
         if not target:
             raise EdgeprotoError("validate needs a --target (onnxruntime, openvino)")
-        if targets:
-            raise EdgeprotoError("--targets is for --sweep; validate one target with --target")
         result = validate_bundle(bundle, target=target, precision=precision, guard=guard, options=options)
     paths = write_report(result, Path(out)) if out is not None else None
     code = 0 if result["passed"] else 1

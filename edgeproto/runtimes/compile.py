@@ -154,10 +154,9 @@ def _open(bundle_path) -> Bundle:
     root = Path(bundle_path)
     if root.suffix == ".zip" and root.is_file():
         raise EdgeprotoError(f"{root} is a zipped bundle: extract it and compile the directory")
-    bundle = open_bundle(root)  # raises on a missing / corrupt / tampered bundle
-    for key in ("model", "golden", "explain", "data", "files"):
-        if key not in bundle.manifest:
-            raise EdgeprotoError(f"bundle {root}: manifest has no {key!r} entry (corrupt or too old)")
+    bundle = open_bundle(root)  # raises on a missing / corrupt / tampered bundle or manifest
+    if "data" not in bundle.manifest:  # the one entry compile needs beyond what open_bundle checks
+        raise EdgeprotoError(f"bundle {root}: manifest has no 'data' entry (corrupt or too old)")
     return bundle
 
 
