@@ -73,7 +73,7 @@ class TorchRunner:
 
     def info(self) -> dict:
         return runner_info(self, self._threads, "torch.get_num_threads", mode="eager, eval, no_grad",
-                           checkpoint=str(self.checkpoint))
+                           checkpoint=str(self.checkpoint), import_s=self.import_s, load_s=self.load_s)
 
     def close(self) -> None:
         """Give PyTorch back the thread count it had."""
