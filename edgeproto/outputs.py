@@ -29,10 +29,12 @@ INT8_TOLERANCE = {"atol": 5e-2, "rtol": 5e-2, "min_agreement": 0.85, "min_class_
 
 def golden_tolerance(precision: str) -> dict:
     """``atol``, ``rtol``, ``min_agreement`` (top-1 prototype), ``min_class_agreement`` and whether the
-    element-wise tolerance gates (``elementwise``) for the golden check of an artifact of ``precision``."""
+    element-wise tolerance gates (``elementwise``) for the golden check of an artifact of ``precision``
+    (``auto``, the artifact ``compile --precision auto`` chose, is judged like int8: it may be int8 or
+    a bf16 hint, and its search already gated it on explanation fidelity)."""
     if precision == "fp32":
         return dict(FP32_TOLERANCE)
-    return dict(INT8_TOLERANCE if precision == "int8" else REDUCED_TOLERANCE)
+    return dict(INT8_TOLERANCE if precision in ("int8", "auto") else REDUCED_TOLERANCE)
 
 
 def golden_passed(check: dict, tol: dict) -> bool:

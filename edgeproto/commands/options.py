@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from edgeproto.runtimes import GUARDS, PRECISIONS, RUNTIMES, device_runtimes
+from edgeproto.runtimes import ARTIFACT_PRECISIONS, GUARDS, RUNTIMES, device_runtimes
 
 
 def target_option(choices: list[str] | None = None, default: str = "onnxruntime", help: str | None = None):
@@ -14,7 +14,8 @@ def target_option(choices: list[str] | None = None, default: str = "onnxruntime"
     return click.option("--target", type=click.Choice(names), default=default, show_default=True, help=text)
 
 
-precision_option = click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True)
+precision_option = click.option("--precision", type=click.Choice(ARTIFACT_PRECISIONS), default="fp32", show_default=True,
+                                help="auto: the artifact of compile --precision auto (the searched fastest one)")
 guard_option = click.option("--guard", type=click.Choice(GUARDS), default="prototypes", show_default=True,
                             help="keep the prototype subgraph fp32 (prototypes) or reduce everything (none)")
 device_option = click.option("--device", default=None, help="runtime device: " + "; ".join(

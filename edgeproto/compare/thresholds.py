@@ -89,7 +89,10 @@ _INT8 = {
     "consistency_drop": 0.2,
     "stability_drop": 0.1,
 }
-DEFAULTS: dict[str, dict[str, float | None]] = {"fp32": _FP32, "fp16": _HALF, "bf16": _HALF, "int8": _INT8}
+# auto (compile --precision auto): whatever the search chose, at most int8; its own search thresholds
+# (manifest: compiled.<target>-auto.search.thresholds) are what it was chosen against
+DEFAULTS: dict[str, dict[str, float | None]] = {"fp32": _FP32, "fp16": _HALF, "bf16": _HALF, "int8": _INT8,
+                                               "auto": _INT8}
 
 
 def default_thresholds(precision: str) -> dict[str, float | None]:

@@ -53,7 +53,7 @@ def parse_batches(text: str) -> tuple[int, ...]:
 def _check_common(target: str, precision: str, guard: str, threads, min_queries, min_seconds) -> None:
     if target not in bench_targets():
         raise EdgeprotoError(f"unknown target {target!r}; known: {', '.join(bench_targets())}")
-    check_precision(precision)
+    check_precision(precision, allow_auto=True)
     check_guard(guard)
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
         raise EdgeprotoError(f"threads must be a whole number ≥ 0 (0: the runtime's default) (got {threads!r})")

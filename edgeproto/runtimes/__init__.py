@@ -13,6 +13,8 @@ from edgeproto.bundle import Bundle, sha256_file
 from edgeproto.errors import EdgeprotoError
 from edgeproto.runner_contract import Runner
 from edgeproto.runtimes.registry import (
+    ARTIFACT_PRECISIONS,
+    AUTO,
     GUARDS,
     PRECISIONS,
     RUNTIMES,
@@ -24,7 +26,7 @@ from edgeproto.runtimes.registry import (
     get_runtime,
 )
 
-__all__ = ["GUARDS", "PRECISIONS", "RUNTIMES", "Runner", "RuntimeSpec", "artifact_key", "check_guard",
+__all__ = ["ARTIFACT_PRECISIONS", "AUTO", "GUARDS", "PRECISIONS", "RUNTIMES", "Runner", "RuntimeSpec", "artifact_key", "check_guard",
            "check_precision", "device_runtimes",
            "get_runtime", "load_runner", "reference_checkpoint"]
 
@@ -65,7 +67,7 @@ def load_runner(
     where it is). Anything else must be compiled first (``edgeproto compile``), and the error says so.
     """
     spec = get_runtime(target)
-    check_precision(precision)
+    check_precision(precision, allow_auto=not spec.host_only)
     check_guard(guard)
     if spec.host_only:
         spec.check_precision(precision)
@@ -79,6 +81,9 @@ def load_runner(
                    device=device, threads=threads)
     if precision == "fp32" and not spec.requires_compile:
         return cls(bundle.path(bundle.manifest["model"]["file"]), precision="fp32", device=device, threads=threads)
+    if precision == AUTO:
+        raise EdgeprotoError(f"bundle {bundle.root} has no {source} auto artifact: run 'edgeproto compile "
+                             f"{bundle.root} --target {source} --precision auto --min-top1 0.98' first")
     raise EdgeprotoError(
         f"bundle {bundle.root} has no {source} {precision} artifact (guard={guard}): run "
         f"'edgeproto compile {bundle.root} --target {source} --precision {precision} --guard {guard}' first"

@@ -45,9 +45,10 @@ from edgeproto.bundle import MANIFEST, Bundle, open_bundle, sha256_file
 from edgeproto.errors import EdgeprotoError
 from edgeproto.outputs import OUTPUTS, check_shapes, compare_golden, golden_passed, golden_tolerance, run_outputs
 from edgeproto.progress import progress_bar
-from edgeproto.runtimes.registry import RUNTIMES, RuntimeSpec, artifact_key, check_guard, get_runtime
+from edgeproto.runtimes.registry import AUTO, RUNTIMES, RuntimeSpec, artifact_key, check_guard, get_runtime
 
-__all__ = ["CalibrationImages", "compile_bundle", "golden_check"]
+__all__ = ["CalibrationImages", "calibration_images", "check_request", "compile_bundle", "golden_check",
+           "install_checked", "open_for_compile", "staging"]
 
 CALIBRATION_SEED = 0
 
@@ -134,7 +135,7 @@ def with_data_root(data: dict, data_root: str | Path | None) -> dict:
     return data
 
 
-def _check_request(target: str, precision: str, guard: str, calib) -> RuntimeSpec:
+def check_request(target: str, precision: str, guard: str, calib) -> RuntimeSpec:
     spec = get_runtime(target)
     compilable = [n for n, r in RUNTIMES.items() if not r.host_only and r.artifacts_of is None]
     if spec.artifacts_of is not None:
@@ -242,6 +243,61 @@ def _install(bundle: Bundle, key: str, built: Path, entry: dict) -> dict:
 # --------------------------------------------------------------------------- entry point
 
 
+def open_for_compile(bundle_path: str | Path, key: str, force: bool) -> Bundle:
+    """The bundle, checked: not zipped, intact, writable, and not already holding ``key`` (unless ``force``)."""
+    bundle = _open(bundle_path)
+    if key in bundle.manifest.get("compiled", {}) and not force:
+        raise EdgeprotoError(f"{bundle.root} already holds a compiled {key} artifact; pass --force to rebuild it")
+    if not os.access(bundle.root, os.W_OK) or not os.access(bundle.root / MANIFEST, os.W_OK):
+        raise EdgeprotoError(f"bundle {bundle.root} is read-only: compiling writes compiled/{key}/ and the "
+                             "manifest into it; copy the bundle somewhere writable")
+    return bundle
+
+
+def calibration_images(bundle: Bundle, precision: str, calib: int, data_root, progress: bool):
+    """The int8 calibration images (None for other precisions), with a note when the split is smaller."""
+    if precision != "int8":
+        return None
+    calibration = CalibrationImages(with_data_root(bundle.manifest["data"], data_root), int(calib),
+                                    progress=progress)
+    if len(calibration) < int(calib):
+        calibration.note = (f"--calib {calib} asked for more images than the train split holds: "
+                            f"calibrated on all {len(calibration)}")
+    return calibration
+
+
+@contextlib.contextmanager
+def staging(bundle: Bundle, key: str):
+    """A fresh directory beside the bundle to build in (removed afterwards, whatever happens)."""
+    try:
+        stage = Path(tempfile.mkdtemp(prefix=f".{bundle.root.name}.compile-{key}.",
+                                      dir=_staging_parent(bundle.root)))
+    except OSError as exc:
+        raise EdgeprotoError(f"cannot compile {bundle.root} ({key}): no writable staging place beside or in "
+                             f"the bundle ({exc.strerror or exc})") from None
+    try:
+        yield stage
+    except OSError as exc:
+        raise EdgeprotoError(f"cannot compile {bundle.root} ({key}): {exc.strerror or exc}") from None
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def install_checked(bundle: Bundle, spec: RuntimeSpec, key: str, built: Path, entry: dict, *, precision: str,
+                    device: str | None) -> dict:
+    """Golden-check the artifact built in ``built`` (``entry["model"]`` names its file), then install
+    it as ``compiled/<key>/`` and record ``entry`` in the manifest (:func:`_install`)."""
+    checker = get_runtime(spec.check_with) if spec.check_with else spec
+    runner = checker.runner_class()(built / Path(entry["model"]).name,
+                                    precision=entry.get("inference_precision", precision), device=device)
+    entry["check"] = golden_check(bundle, runner, precision)
+    entry["runtime"] = {"name": runner.name, "version": runner.version, "device": runner.device}
+    runner.close()
+    del runner
+    entry["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return _install(bundle, key, built, entry)
+
+
 def compile_bundle(
     bundle_path: str | Path,
     *,
@@ -265,32 +321,18 @@ def compile_bundle(
     artifact is test-run on the golden inputs (the runtime's default when None). Re-compiling
     the same (target, precision, guard) replaces the artifact. Raises ``EdgeprotoError`` (and
     leaves the bundle unchanged) on a bad request, a missing runtime, a corrupt bundle, an
-    empty train split, or an artifact that does not run.
+    empty train split, or an artifact that does not run. ``precision="auto"`` is the search of
+    :mod:`edgeproto.compare.precision_search` (``edgeproto compile --precision auto``).
     """
-    spec = _check_request(target, precision, guard, calib)
-    bundle = _open(bundle_path)
+    if precision == AUTO:
+        raise EdgeprotoError("precision 'auto' is a search over candidates: use edgeproto.compare.precision_search."
+                             "compile_auto (edgeproto compile --precision auto)")
+    spec = check_request(target, precision, guard, calib)
     key = artifact_key(target, precision, guard)
-    if key in bundle.manifest.get("compiled", {}) and not force:
-        raise EdgeprotoError(f"{bundle.root} already holds a compiled {key} artifact; pass --force to rebuild it")
-    if not os.access(bundle.root, os.W_OK) or not os.access(bundle.root / MANIFEST, os.W_OK):
-        raise EdgeprotoError(f"bundle {bundle.root} is read-only: compiling writes compiled/{key}/ and the "
-                             "manifest into it; copy the bundle somewhere writable")
-    calibration = None
-    if precision == "int8":
-        calibration = CalibrationImages(with_data_root(bundle.manifest["data"], data_root), int(calib),
-                                        progress=progress)
-        if len(calibration) < int(calib):
-            calibration.note = (f"--calib {calib} asked for more images than the train split holds: "
-                                f"calibrated on all {len(calibration)}")
-
+    bundle = open_for_compile(bundle_path, key, force)
+    calibration = calibration_images(bundle, precision, calib, data_root, progress)
     backend = spec.compiler()
-    try:
-        stage = Path(tempfile.mkdtemp(prefix=f".{bundle.root.name}.compile-{key}.",
-                                      dir=_staging_parent(bundle.root)))
-    except OSError as exc:
-        raise EdgeprotoError(f"cannot compile {bundle.root} ({key}): no writable staging place beside or in "
-                             f"the bundle ({exc.strerror or exc})") from None
-    try:
+    with staging(bundle, key) as stage:
         built = stage / key
         built.mkdir()
         entry = {"target": target, "precision": precision, "guard": guard}
@@ -298,16 +340,4 @@ def compile_bundle(
                                    progress=progress))
         if calibration is not None:
             entry["calibration"] = calibration.record()
-        checker = get_runtime(spec.check_with) if spec.check_with else spec
-        runner = checker.runner_class()(built / Path(entry["model"]).name,
-                                        precision=entry.get("inference_precision", precision), device=device)
-        entry["check"] = golden_check(bundle, runner, precision)
-        entry["runtime"] = {"name": runner.name, "version": runner.version, "device": runner.device}
-        runner.close()
-        del runner
-        entry["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        return _install(bundle, key, built, entry)
-    except OSError as exc:
-        raise EdgeprotoError(f"cannot compile {bundle.root} ({key}): {exc.strerror or exc}") from None
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+        return install_checked(bundle, spec, key, built, entry, precision=precision, device=device)

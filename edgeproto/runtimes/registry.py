@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from edgeproto.errors import EdgeprotoError
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+AUTO = "auto"  # compile --precision auto: the fastest searched candidate that keeps the explanation
+ARTIFACT_PRECISIONS = PRECISIONS + (AUTO,)
 GUARDS = ("prototypes", "none")
 
 
@@ -145,9 +147,10 @@ def device_runtimes() -> list[str]:
     return [n for n, s in RUNTIMES.items() if not s.host_only]
 
 
-def check_precision(precision: str) -> None:
-    if precision not in PRECISIONS:
-        raise EdgeprotoError(f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}")
+def check_precision(precision: str, *, allow_auto: bool = False) -> None:
+    known = ARTIFACT_PRECISIONS if allow_auto else PRECISIONS
+    if precision not in known:
+        raise EdgeprotoError(f"unknown precision {precision!r}; known: {', '.join(known)}")
 
 
 def check_guard(guard: str) -> None:
@@ -156,5 +159,7 @@ def check_guard(guard: str) -> None:
 
 
 def artifact_key(target: str, precision: str, guard: str = "prototypes") -> str:
-    """Key of a compiled artifact in ``manifest["compiled"]``."""
+    """Key of a compiled artifact in ``manifest["compiled"]`` (``<target>-auto`` for the searched one)."""
+    if precision == AUTO:
+        return f"{target}-{AUTO}"
     return f"{target}-{precision}" + ("" if guard == "prototypes" else "-noguard")

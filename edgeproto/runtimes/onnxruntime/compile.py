@@ -37,8 +37,8 @@ from edgeproto.errors import EdgeprotoError
 from edgeproto.layers import prototype_nodes
 from edgeproto.outputs import OUTPUTS
 
-__all__ = ["build", "guard_violations", "half_graph", "inline_prototypes", "int8_graph", "load_model",
-           "prototype_subgraph"]
+__all__ = ["CALIBRATION_METHODS", "build", "guard_violations", "half_graph", "inline_prototypes", "int8_graph",
+           "layer_groups", "load_model", "prototype_subgraph"]
 
 _QDQ = ("QuantizeLinear", "DequantizeLinear")
 _NOT_BOUNDARY = ("Conv", "ConvTranspose", "Gemm", "MatMul") + _QDQ
@@ -340,25 +340,83 @@ class _Reader:
         return len(self.images)
 
 
+CALIBRATION_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
+_WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+def _module_path(node: onnx.NodeProto) -> list[str]:
+    """The PyTorch module names a dynamo-exported node came from (``namespace`` metadata), outermost first."""
+    value = next((p.value for p in node.metadata_props if p.key == "namespace"), "")
+    parts = [c.split(":")[0].strip() for c in value.split("/")[1:]]
+    return parts[:-1]  # the last entry is the aten op, not a module
+
+
+def layer_groups(model: onnx.ModelProto, z: str | None = None) -> dict[str, list[str]]:
+    """The quantization search's layer groups, in graph order: node names by group.
+
+    A backbone node belongs to its block (``backbone.<container>.<index>``, from the exporter's
+    module path), any other module's node to that module (``add_on``); nodes without a module path
+    join the group of the weighted op (Conv/Gemm/MatMul) before them, and so does a block without a
+    weighted op (a pooling). The prototype subgraph
+    (:func:`prototype_subgraph`: the add-on activation, the prototype layer, pooling, last layer)
+    is the one group ``prototypes``, last.
+    """
+    protos = prototype_subgraph(model, z)
+    skip = set(protos)
+    groups: dict[str, list[str]] = {}
+    current = None
+    for node in model.graph.node:
+        if node.name in skip:
+            continue
+        path = _module_path(node)
+        if path:
+            current = path[min(2, len(path) - 1)] if path[0] == "backbone" else path[0]
+        elif node.op_type in _WEIGHTED or current is None:
+            current = node.name
+        groups.setdefault(current, []).append(node.name)
+    by_name = {n.name: n for n in model.graph.node}
+    merged: dict[str, list[str]] = {}
+    for name, nodes in groups.items():  # a block without a weighted op (a pooling) joins the one before
+        if merged and not any(by_name[n].op_type in _WEIGHTED for n in nodes):
+            merged[next(reversed(merged))].extend(nodes)
+        else:
+            merged[name] = list(nodes)
+    merged["prototypes"] = protos
+    return merged
+
+
 def int8_graph(model: onnx.ModelProto, out: Path, guarded: list[str] | None, calibration, *,
-               symmetric: bool = False) -> dict:
-    """Static QDQ int8 of ``model`` into ``out`` (per-channel weights, MinMax calibration), the
-    ``guarded`` nodes excluded; ``symmetric``: zero points all 0 (what TensorRT requires)."""
+               symmetric: bool = False, method: str = "minmax", exclude: list[str] | None = None,
+               only: list[str] | None = None) -> dict:
+    """Static QDQ int8 of ``model`` into ``out`` (per-channel weights), the ``guarded`` nodes excluded;
+    ``symmetric``: zero points all 0 (what TensorRT requires); ``method``: the activation calibration
+    (:data:`CALIBRATION_METHODS`); ``exclude``: more nodes kept fp32; ``only``: quantize just these
+    nodes (the per-layer sensitivity search). ``guarded=None`` inlines the prototype function first."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
+    if method not in CALIBRATION_METHODS:
+        raise EdgeprotoError(f"unknown calibration method {method!r}; known: {', '.join(CALIBRATION_METHODS)}")
     if guarded is None:
         model = inline_prototypes(model)
+    excluded = list(guarded or []) + list(exclude or [])
     options = {"format": "QDQ", "per_channel": True, "activation_type": "int8", "weight_type": "int8",
-               "calibrate_method": "MinMax", "symmetric": symmetric}
+               "calibrate_method": CALIBRATION_METHODS[method], "symmetric": symmetric}
+    if exclude:
+        options["fp32_nodes"] = list(exclude)
+    if only is not None:
+        options["quantized_nodes"] = list(only)
+    extra = {"ActivationSymmetric": True, "WeightSymmetric": True} if symmetric else {}
+    if method == "percentile":
+        extra["CalibPercentile"] = 99.99
     try:
         with _quiet_quantizer():
             quantize_static(
                 model, out, _Reader(calibration, model.graph.input[0].name),
                 quant_format=QuantFormat.QDQ, per_channel=True,
                 activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                calibrate_method=CalibrationMethod.MinMax,
-                nodes_to_exclude=guarded or [],
-                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True} if symmetric else None,
+                calibrate_method=getattr(CalibrationMethod, CALIBRATION_METHODS[method]),
+                nodes_to_exclude=excluded, nodes_to_quantize=list(only) if only is not None else None,
+                extra_options=extra or None,
             )
     except EdgeprotoError:
         raise
@@ -368,8 +426,11 @@ def int8_graph(model: onnx.ModelProto, out: Path, guarded: list[str] | None, cal
 
 
 def build(bundle: Bundle, out_dir: Path, *, precision: str, guard: str, calibration=None,
-          progress: bool = True) -> dict:
-    """Write ``out_dir/model.onnx`` for ``precision``; return the manifest entry's fields."""
+          progress: bool = True, options: dict | None = None) -> dict:
+    """Write ``out_dir/model.onnx`` for ``precision``; return the manifest entry's fields.
+
+    ``options`` (int8, from ``compile --precision auto``): ``method`` (calibration), ``exclude``
+    (more nodes kept fp32), ``only`` (quantize just these nodes)."""
     out = out_dir / "model.onnx"
     key = out_dir.name
     model = load_model(bundle)
@@ -385,7 +446,7 @@ def build(bundle: Bundle, out_dir: Path, *, precision: str, guard: str, calibrat
         onnx.save(result, out)
         kept = guarded or []
     elif precision == "int8":
-        entry["quantization"] = int8_graph(model, out, guarded, calibration)
+        entry["quantization"] = int8_graph(model, out, guarded, calibration, **(options or {}))
         result = onnx.load(out)
         kept = guarded or []
     else:  # compile.py checks first

@@ -145,8 +145,12 @@ def _feature_input(bundle: Bundle) -> str:
 
 
 def build(bundle: Bundle, out_dir: Path, *, precision: str, guard: str, calibration=None,
-          progress: bool = True) -> dict:
-    """Write ``out_dir/model.xml`` (+ ``.bin``) for ``precision``; return the manifest entry's fields."""
+          progress: bool = True, options: dict | None = None) -> dict:
+    """Write ``out_dir/model.xml`` (+ ``.bin``) for ``precision``; return the manifest entry's fields.
+
+    ``options`` (int8, from ``compile --precision auto``): ``accuracy_control`` = ``{"items": [...],
+    "validation_fn": f, "max_drop": d, "metric": "..."}`` runs ``nncf.quantize_with_accuracy_control``
+    (NNCF reverts the ops that cost most of the metric to fp32 until the drop is at most ``d``)."""
     import openvino as ov
 
     from edgeproto.runtimes.openvino.runner import read_model
@@ -169,10 +173,17 @@ def build(bundle: Bundle, out_dir: Path, *, precision: str, guard: str, calibrat
         import nncf
 
         scope = nncf.IgnoredScope(names=guarded) if guard == "prototypes" else None
+        control = (options or {}).get("accuracy_control")
         try:
             with _quiet_nncf(progress):
-                result = nncf.quantize(model, nncf.Dataset(calibration.quiet()), subset_size=len(calibration),
-                                       ignored_scope=scope)
+                if control:
+                    result = nncf.quantize_with_accuracy_control(
+                        model, nncf.Dataset(calibration.quiet()), nncf.Dataset(control["items"], control.get("transform")),
+                        control["validation_fn"], max_drop=float(control["max_drop"]),
+                        drop_type=nncf.DropType.ABSOLUTE, subset_size=len(calibration), ignored_scope=scope)
+                else:
+                    result = nncf.quantize(model, nncf.Dataset(calibration.quiet()), subset_size=len(calibration),
+                                           ignored_scope=scope)
         except EdgeprotoError:
             raise
         except Exception as exc:
@@ -181,6 +192,13 @@ def build(bundle: Bundle, out_dir: Path, *, precision: str, guard: str, calibrat
         entry["inference_precision_hint"] = "f32"
         entry["quantization"] = {"tool": "nncf", "version": nncf.__version__, "preset": "performance",
                                  "ignored_scope": "prototype subgraph" if scope else None}
+        if control:
+            entry["quantization"]["accuracy_control"] = {"metric": control.get("metric"),
+                                                         "max_drop": float(control["max_drop"]),
+                                                         "drop_type": "absolute",
+                                                         "validation_images": len(control["items"])}
+        entry["quantization"]["fake_quantize_ops"] = sum(
+            op.get_type_name() == "FakeQuantize" for op in result.get_ordered_ops())
         kept = guarded if guard == "prototypes" else []
     else:  # compile.py checks first
         raise EdgeprotoError(f"openvino cannot compile precision {precision!r}")

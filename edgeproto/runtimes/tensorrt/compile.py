@@ -50,8 +50,9 @@ def _tensor_types(model: onnx.ModelProto) -> dict[str, int]:
 
 
 def build(bundle: Bundle, out_dir: Path, *, precision: str, guard: str, calibration=None,
-          progress: bool = True) -> dict:
-    """Write ``out_dir/model.onnx`` (the TensorRT-ready graph) for ``precision``; return the entry's fields."""
+          progress: bool = True, options: dict | None = None) -> dict:
+    """Write ``out_dir/model.onnx`` (the TensorRT-ready graph) for ``precision``; return the entry's fields.
+    ``options``: int8 search settings (see :func:`edgeproto.runtimes.onnxruntime.compile.build`)."""
     out = out_dir / "model.onnx"
     model = load_model(bundle)
     z = feature_input(model)
@@ -66,7 +67,7 @@ def build(bundle: Bundle, out_dir: Path, *, precision: str, guard: str, calibrat
         kept = guarded or []
     elif precision == "int8":
         staged = out_dir / "qdq.onnx"
-        entry["quantization"] = int8_graph(model, staged, guarded, calibration, symmetric=True)
+        entry["quantization"] = int8_graph(model, staged, guarded, calibration, symmetric=True, **(options or {}))
         result = inline_prototypes(onnx.load(staged))
         staged.unlink()
         kept = guarded or []
