@@ -24,6 +24,7 @@ Sigmoid) plus everything downstream of that input (prototype layer, ReduceMax, l
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 from collections import deque
 from pathlib import Path
@@ -246,12 +247,14 @@ def _restore_names(graph: onnx.GraphProto) -> None:
 
 @contextlib.contextmanager
 def _quiet_quantizer():
-    """ONNX Runtime's quantizer logs advice at WARNING on the root logger for every call."""
+    """ONNX Runtime's quantizer logs advice at WARNING on the root logger for every call, and its
+    entropy / percentile calibrators print to stdout (which must stay clean for ``--json``)."""
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)
     try:
-        yield
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
     finally:
         root.setLevel(level)
 
