@@ -63,7 +63,32 @@ def _print_validate(report: dict, paths: dict | None) -> None:
         r, g = loc["reference"], loc["target"]
         out.print("localization (reference → target): " + ", ".join(
             f"{k.replace('_', ' ')} {fmt(r[k])} → {fmt(g[k])}" for k in ("pointing_game", "consistency", "stability")))
+    _print_localize(out, report.get("localize"))
     _print_footer(out, report, paths)
+
+
+def _print_localize(out, loc: dict | None) -> None:
+    if not loc:
+        return
+    from rich.table import Table
+
+    from edgeproto.compare.report_html import fmt
+
+    table = Table(title=f"--localize: the artifact's tensors vs the fp32 ONNX model on {loc['images']} images "
+                        f"(diverged: relative L2 > {loc['limit_rel_l2']:g} or not finite)")
+    for col in ("tensor", "what", "rel L2", "max abs", "within tol", "× prev", "status"):
+        table.add_column(col, justify="left" if col in ("tensor", "what", "status") else "right")
+    style = {"ok": "[green]ok[/]", "diverged": "[bold red]DIVERGED[/]", "absent": "[dim]absent[/]"}
+    for r in loc["tensors"]:
+        if r["status"] == "absent":
+            table.add_row(r["tensor"], r["what"], "", "", "", "", style["absent"])
+            continue
+        table.add_row(r["tensor"], r["what"], fmt(r["rel_l2"]), fmt(r["max_abs"]), fmt(r["within_tolerance"]),
+                      fmt(r.get("growth")), style[r["status"]])
+    out.print(table)
+    first = loc["first_divergence"]
+    out.print(f"first divergence: [bold]{first['tensor']}[/] ({first['what']})" if first else
+              "first divergence: none")
 
 
 def _print_sweep(result: dict, paths: dict | None) -> None:
@@ -127,6 +152,8 @@ def run_validate(
     progress: bool = True,
     data_root=None,
     pointing_tolerance: float = 0.0,
+    localize: bool = False,
+    localize_limit: float | None = None,
 ) -> int:
     """Validate ``bundle`` on ``target`` (or, with ``sweep``, every precision of ``targets``) against its
     PyTorch reference; write ``<out>/report.json`` and ``<out>/report.html`` when ``out`` is given.
@@ -145,6 +172,10 @@ def run_validate(
     options.check()
     if targets and not sweep:
         raise EdgeprotoError("--targets is for --sweep; validate one target with --target")
+    if localize and sweep:
+        raise EdgeprotoError("--localize follows one artifact through the graph: use it without --sweep")
+    if localize_limit is not None and not localize:
+        raise EdgeprotoError("--localize-limit is for --localize")
     from edgeproto.bundle import Bundle, open_bundle
 
     opened = bundle if isinstance(bundle, Bundle) else open_bundle(bundle)  # opened (and hashed) once
@@ -163,6 +194,19 @@ def run_validate(
         if not target:
             raise EdgeprotoError("validate needs a --target (onnxruntime, openvino)")
         result = validate_bundle(bundle, target=target, precision=precision, guard=guard, options=options)
+        if localize:
+            from edgeproto.compare.localize import localize as run_localize
+            from edgeproto.compare.validate import localize_images
+
+            result["localize"] = run_localize(bundle, localize_images(bundle, options), target=target,
+                                              precision=precision, guard=guard, limit=localize_limit,
+                                              device=device, threads=threads)
+        if precision == "auto":  # the search that chose the artifact: its Pareto plot goes in the report
+            from edgeproto.runtimes import get_runtime
+
+            entry = bundle.manifest.get("compiled", {}).get(f"{get_runtime(target).artifact_target}-auto", {})
+            if entry.get("search"):
+                result["search"] = entry["search"]
     paths = write_report(result, Path(out)) if out is not None else None
     code = 0 if result["passed"] else 1
     if as_json:
@@ -194,11 +238,17 @@ def run_validate(
 @click.option("--targets", default=None, help="with --sweep: comma-separated targets (default: --target)")
 @click.option("--pointing-tolerance", type=float, default=0.0, show_default=True,
               help="pointing game: pixels of slack around the part masks (Zhang et al. use 15)")
+@click.option("--localize", is_flag=True,
+              help="mark intermediate tensors (backbone blocks, add-on, prototype-layer input, maps) as outputs in the "
+                   "fp32 ONNX and the artifact and report where the artifact first diverges")
+@click.option("--localize-limit", type=float, default=None,
+              help="--localize: relative L2 error above which a tensor diverges (default by precision: int8 0.5, "
+                   "fp16/bf16 0.1, fp32 1e-3)")
 @json_option()
 def validate(bundle, target, precision, guard, device, data, data_root, split, limit, threads, thresholds, out, sweep,
-             targets, pointing_tolerance, as_json) -> None:
+             targets, pointing_tolerance, localize, localize_limit, as_json) -> None:
     """Accuracy, parity and explanation fidelity vs the PyTorch reference; exit 1 when a threshold fails."""
     sys.exit(run_validate(bundle, target=target, precision=precision, guard=guard, data=data, split=split,
                           limit=limit, thresholds=thresholds, out=out, sweep=sweep, targets=targets,
                           device=device, threads=threads, as_json=as_json, data_root=data_root,
-                          pointing_tolerance=pointing_tolerance))
+                          pointing_tolerance=pointing_tolerance, localize=localize, localize_limit=localize_limit))

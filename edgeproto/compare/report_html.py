@@ -24,6 +24,7 @@ from PIL import Image, ImageDraw
 
 from edgeproto import atomic_files
 from edgeproto.device.figure import heatmap_overlay
+from edgeproto.compare.report_search import localize_section, pareto_section
 from edgeproto.compare.thresholds import THRESHOLDS
 
 PANEL = 160  # example panels are drawn at least this many pixels wide
@@ -362,6 +363,7 @@ def _validate_body(r: dict, heading: bool = True) -> str:
 
 def render_validate(r: dict) -> str:
     body = _validate_body(r)
+    body += localize_section(r.get("localize")) + pareto_section(r)
     body += "<h2>Environment</h2>" + environment_section(r["environment"], r.get("timing_s"))
     t = r["target"]
     return _page(f"validate {t['target']} {t['precision']}: {'PASS' if r['passed'] else 'FAIL'}", body)
@@ -472,6 +474,7 @@ def render_sweep(s: dict) -> str:
     chart = sweep_chart(s)
     if chart:
         out.append(f"<h2>Fidelity and latency per precision</h2><img class='chart' src='{chart}' alt='sweep chart'>")
+    out.append(pareto_section(s))
     out.append("<h2>Each configuration</h2>")
     for r, rep in zip(s["rows"], s["reports"]):
         if rep is None:

@@ -118,6 +118,22 @@ def select_indices(n: int, limit: int | None) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, int(limit)).round().astype(np.int64))
 
 
+def localize_images(bundle, options: ValidateOptions, n: int = 32) -> np.ndarray:
+    """Up to ``n`` of the images ``validate`` would use (evenly spaced over them) for ``--localize``."""
+    bundle = as_bundle(bundle)
+    config = load_data_config(options.data, bundle)
+    if options.data_root is not None:
+        from edgeproto.runtimes.compile import with_data_root
+
+        config = with_data_root(config, options.data_root)
+    ds = _open_split(config, options.split, bundle)
+    ids = select_indices(len(ds), options.limit)
+    ids = ids[select_indices(len(ids), n)]
+    pre = bundle.manifest["preprocess"]
+    size = int(pre["image_size"])
+    return np.stack([to_input(ds.source_image(int(i)), size, pre["mean"], pre["std"]) for i in ids])
+
+
 # --------------------------------------------------------------------------- the reference
 
 
