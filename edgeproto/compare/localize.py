@@ -146,15 +146,21 @@ def _artifact(bundle: Bundle, target: str, precision: str, guard: str) -> tuple[
 
 def localize(bundle: Bundle, images: np.ndarray, *, target: str, precision: str = "fp32",
              guard: str = "prototypes", limit: float | None = None, device: str | None = None,
-             threads: int = 0) -> dict:
+             threads: int = 0, artifact: str | Path | None = None) -> dict:
     """Compare the target artifact's intermediate tensors with the fp32 reference's on ``images``
-    (see the module docstring); ``{"tensors": [...], "first_divergence": ... | None, ...}``."""
+    (see the module docstring); ``{"tensors": [...], "first_divergence": ... | None, ...}``.
+    ``artifact``: an ONNX / IR file to compare instead of the bundle's (target, precision, guard) one."""
     import onnx
 
     limit = LIMITS.get(precision, 0.5) if limit is None else float(limit)
     if not limit > 0:
         raise EdgeprotoError(f"the localize limit must be a relative error > 0, got {limit!r}")
-    path, inference_precision, entry = _artifact(bundle, target, precision, guard)
+    if artifact is not None:
+        path, inference_precision = Path(artifact), precision
+        if not path.is_file():
+            raise EdgeprotoError(f"--localize: no artifact file {path}")
+    else:
+        path, inference_precision, _ = _artifact(bundle, target, precision, guard)
     try:
         reference_model = onnx.load(bundle.path(bundle.manifest["model"]["file"]))
     except Exception as exc:  # noqa: BLE001
@@ -195,8 +201,9 @@ def localize(bundle: Bundle, images: np.ndarray, *, target: str, precision: str 
         if row["status"] == "diverged" and first is None:
             first = {"tensor": name, "what": what, "rel_l2": rel, "finite": finite}
         rows.append(row)
-    return {"target": target, "precision": precision, "guard": guard, "artifact": str(path.relative_to(bundle.root))
-            if path.is_relative_to(bundle.root) else str(path),
+    return {"target": target, "precision": precision, "guard": guard,
+            "artifact": str(path.resolve().relative_to(bundle.root.resolve()))
+            if path.resolve().is_relative_to(bundle.root.resolve()) else str(path),
             "reference": "the bundle's fp32 model.onnx on ONNX Runtime (CPU)", "images": int(len(images)),
             "limit_rel_l2": limit, "tolerance": {"atol": tol["atol"], "rtol": tol["rtol"]},
             "tensors": rows, "first_divergence": first}

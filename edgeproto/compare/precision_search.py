@@ -166,7 +166,7 @@ def _validation(bundle: Bundle, calibration, split: str, n: int, data_root, prog
     images = np.stack(images)
     runner = OnnxRuntimeRunner(bundle.path(bundle.manifest["model"]["file"]))
     reference = {k: v for k, v in run_outputs(runner, images).items() if k in OUTPUTS}
-    record = {"split": split, "images": int(len(ids)), "selection": how,
+    record = {"split": split, "images": int(len(ids)), "selection": how, "ids": [int(i) for i in ids],
               "disjoint_from_calibration": True,
               "reference": "the bundle's fp32 model.onnx on ONNX Runtime (CPU)"}
     return _Validation(images=images, labels=np.asarray(labels), reference=reference,
