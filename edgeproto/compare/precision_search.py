@@ -55,7 +55,7 @@ __all__ = ["METHODS", "SearchThresholds", "compile_auto"]
 
 METHODS = ("minmax", "entropy", "percentile")
 VALIDATION_SEED = 1
-TIMING_ROUNDS = 3
+TIMING_ROUNDS = 5
 
 
 @dataclass(frozen=True)
@@ -261,8 +261,9 @@ class _Search:
         return row
 
     def retime(self, names: Sequence[str]) -> None:
-        """Time the named candidates again, interleaved, ``TIMING_ROUNDS`` times; keep the median p50
-        (a shared machine's load moves every candidate alike within a round)."""
+        """Time the named candidates again, interleaved, ``TIMING_ROUNDS`` times, and keep the median of
+        the rounds' p50s: load on a shared machine then moves every candidate alike, which one timing
+        per candidate, taken minutes apart during the search, does not."""
         runners = {}
         try:
             for name in names:
@@ -275,8 +276,9 @@ class _Search:
                     rounds[name].append(_p50(runner, x, self.queries))
             for row in self.rows:
                 if row["name"] in rounds:
+                    row["latency_first_ms"] = row["latency_ms"]
                     row["latency_rounds_ms"] = rounds[row["name"]]
-                    row["latency_ms"] = float(np.median(rounds[row["name"]] + [row["latency_ms"]]))
+                    row["latency_ms"] = float(np.median(rounds[row["name"]]))
         finally:
             for runner in runners.values():
                 runner.close()
@@ -445,7 +447,7 @@ def compile_auto(
                 + (", or compile --precision fp32" if reduced_only else ""))
         plain = next((r["name"] for r in rows if r["name"] in ("int8 minmax (prototypes fp32)",
                                                                "int8 nncf (prototypes fp32)")), None)
-        search.retime(list(dict.fromkeys([fp32["name"]] + [r["name"] for r in passing] + ([plain] if plain else []))))
+        search.retime([r["name"] for r in rows if r["name"] in search.built])
         for r in rows:
             if "latency_ms" in r:
                 r["speedup_vs_fp32"] = fp32["latency_ms"] / r["latency_ms"]
@@ -469,8 +471,8 @@ def compile_auto(
                 "search": {"thresholds": thresholds.record(), "validation": val.record,
                            "reference_accuracy": val.ref_accuracy,
                            "calibration": {**calibration.record(), "seed": CALIBRATION_SEED},
-                           "latency": {"batch": 1, "statistic": "p50 (nearest rank), median over "
-                                       f"{TIMING_ROUNDS + 1} interleaved runs for the finalists",
+                           "latency": {"batch": 1, "statistic": "p50 (nearest rank) of each round, median over "
+                                       f"{TIMING_ROUNDS} interleaved rounds of every candidate",
                                        "queries": int(latency_queries),
                                        "threads": int(threads) if threads else "runtime default",
                                        "measured_with": search.runner_class.__name__},
