@@ -341,7 +341,13 @@ def _openvino_candidates(search: _Search, accuracy_control: bool, report: Callab
     """fp32 baseline, bf16/fp16 hints, NNCF int8 with and without the guard, accuracy control."""
     search.run(_Candidate("fp32", "fp32", "prototypes", baseline=True))
     for p in ("bf16", "fp16"):
-        search.run(_Candidate(f"{p} hint", p, "prototypes", settings={"hint": p}))
+        row = search.run(_Candidate(f"{p} hint", p, "prototypes", settings={"hint": p}))
+        earlier = next((r for r in search.rows if r is not row and r.get("hint")
+                        and r.get("effective_precision") == row.get("effective_precision")), None)
+        if earlier is not None and "error" not in row:  # e.g. no f16 on this CPU: the f16 hint runs bf16
+            row["same_as"] = earlier["name"]
+            row["failed"].append(f"runs {row['effective_precision']} here: the same artifact as {earlier['name']!r}")
+            row["passed"] = False
     search.run(_Candidate("int8 nncf (prototypes fp32)", "int8", "prototypes", settings={"fp32_groups": ["prototypes"]}))
     search.run(_Candidate("int8 nncf (everything)", "int8", "none", settings={"fp32_groups": []}))
     if not accuracy_control:
