@@ -41,13 +41,15 @@ def fresh(bundle_dir, tmp_path):
 
 def test_onnxruntime_search_keeps_the_fastest_passing_candidate_and_records_the_search(fresh):
     thresholds = SearchThresholds(min_top1=0.9, max_accuracy_drop=0.1)
-    entry = compile_auto(fresh, target="onnxruntime", thresholds=thresholds, methods=("minmax",), fp16=False,
-                         max_steps=2, **SMALL)
+    entry = compile_auto(fresh, target="onnxruntime", thresholds=thresholds, methods=("minmax", "entropy"),
+                         fp16=False, max_steps=2, **SMALL)
     bundle = open_bundle(fresh)  # the manifest's file hashes still hold
     assert bundle.manifest["compiled"]["onnxruntime-auto"]["precision"] == "auto"
     search = entry["search"]
     rows = {r["name"]: r for r in search["candidates"]}
-    assert {"fp32", "int8 minmax (prototypes fp32)", "int8 minmax (everything)"} <= set(rows)
+    assert {"fp32", "int8 minmax (prototypes fp32)", "int8 entropy (prototypes fp32)"} <= set(rows)
+    # entropy calibration (2048-bin histogram) really clips: not MinMax's artifact again
+    assert "same_as" not in rows["int8 entropy (prototypes fp32)"]
     for r in rows.values():
         assert r["latency_ms"] > 0 and 0.0 <= r["top1"] <= 1.0
         assert r["passed"] == (r["top1"] >= 0.9 and r["accuracy_drop"] <= 0.1)
@@ -99,6 +101,8 @@ def test_openvino_search_has_hints_and_nncf_accuracy_control(fresh):
     controlled = [r for r in rows.values() if "accuracy_control" in r]
     assert len(controlled) == 2 and all(r["accuracy_control"]["max_drop"] == pytest.approx(0.1) for r in controlled)
     assert rows[entry["search"]["winner"]]["passed"]
+    if rows["fp16 hint"]["effective_precision"] == rows["bf16 hint"]["effective_precision"]:  # no f16 on this CPU
+        assert rows["fp16 hint"]["same_as"] == "bf16 hint" and not rows["fp16 hint"]["passed"]
     assert open_bundle(fresh).manifest["compiled"]["openvino-auto"]["model"].endswith("model.xml")
 
 

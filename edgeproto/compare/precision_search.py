@@ -204,6 +204,7 @@ class _Search:
         self.rows: list[dict] = []
         self.built: dict[str, tuple[Path, dict]] = {}
         self._count = 0
+        self.fingerprints: dict[tuple[str, str], str] = {}
 
     def _build(self, cand: _Candidate) -> tuple[Path, dict]:
         self._count += 1
@@ -254,6 +255,13 @@ class _Search:
         row["failed"] = self.thresholds.failed(row)
         if cand.baseline and self.reduced_only:
             row["failed"].append("fp32 is the baseline (--reduced-only)")
+        fingerprint = (_digest(out), row["effective_precision"])
+        same = self.fingerprints.get(fingerprint)
+        if same is not None:  # e.g. an f16 hint that runs bf16, accuracy control that reverted nothing
+            row["same_as"] = same
+            row["failed"].append(f"the same artifact, run at the same precision, as {same!r}")
+        else:
+            self.fingerprints[fingerprint] = cand.name
         row["passed"] = not row["failed"]
         row["baseline"] = cand.baseline
         self.rows.append(row)
@@ -282,6 +290,22 @@ class _Search:
         finally:
             for runner in runners.values():
                 runner.close()
+
+
+def _digest(folder: Path) -> str:
+    """sha256 over a built artifact's files (names and bytes); of an OpenVINO IR ``.xml`` only the
+    sorted op types count (its auto-generated op names carry a per-process counter)."""
+    import hashlib
+    import re
+
+    h = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        h.update(path.relative_to(folder).as_posix().encode())
+        data = path.read_bytes()
+        if path.suffix == ".xml":
+            data = "\n".join(sorted(re.findall(r'<layer [^>]*type="([^"]+)"', data.decode("utf-8", "replace")))).encode()
+        h.update(data)
+    return h.hexdigest()
 
 
 def _p50(runner, x: np.ndarray, queries: int) -> float:
@@ -341,13 +365,7 @@ def _openvino_candidates(search: _Search, accuracy_control: bool, report: Callab
     """fp32 baseline, bf16/fp16 hints, NNCF int8 with and without the guard, accuracy control."""
     search.run(_Candidate("fp32", "fp32", "prototypes", baseline=True))
     for p in ("bf16", "fp16"):
-        row = search.run(_Candidate(f"{p} hint", p, "prototypes", settings={"hint": p}))
-        earlier = next((r for r in search.rows if r is not row and r.get("hint")
-                        and r.get("effective_precision") == row.get("effective_precision")), None)
-        if earlier is not None and "error" not in row:  # e.g. no f16 on this CPU: the f16 hint runs bf16
-            row["same_as"] = earlier["name"]
-            row["failed"].append(f"runs {row['effective_precision']} here: the same artifact as {earlier['name']!r}")
-            row["passed"] = False
+        search.run(_Candidate(f"{p} hint", p, "prototypes", settings={"hint": p}))
     search.run(_Candidate("int8 nncf (prototypes fp32)", "int8", "prototypes", settings={"fp32_groups": ["prototypes"]}))
     search.run(_Candidate("int8 nncf (everything)", "int8", "none", settings={"fp32_groups": []}))
     if not accuracy_control:
