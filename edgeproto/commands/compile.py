@@ -58,14 +58,19 @@ def _print_search(entry: dict, bundle: str, target: str) -> None:
 @click.option("--reduced-only", is_flag=True,
               help="--precision auto: never choose fp32 (it is still timed as the baseline)")
 @click.option("--force", is_flag=True, help="rebuild an artifact the bundle already holds")
+@click.option("--ops", type=click.Choice(["inline", "plugin"]), default="inline", show_default=True,
+              help="tensorrt: the prototype ops as standard ops (inline) or as edgeproto's TensorRT plugins")
 @json_option("print the manifest entry as JSON")
 def compile(bundle: str, target: str, precision: str, guard: str, calib: int, data_root: str | None,
             min_top1: float | None, min_map_iou: float | None, max_accuracy_drop: float | None, val_split: str,
-            val_images: int, latency_queries: int, reduced_only: bool, device: str | None, force: bool, as_json: bool) -> None:
+            val_images: int, latency_queries: int, reduced_only: bool, device: str | None, force: bool, ops: str, as_json: bool) -> None:
     """Compile a bundle for a runtime and precision; the artifact is recorded in the manifest.
 
     --precision auto writes the fastest candidate whose explanations meet the thresholds."""
     if precision == "auto":
+        if ops != "inline":
+            raise EdgeprotoError("--precision auto searches inline prototype ops only; --ops plugin takes one "
+                                 "precision (compile --precision fp32|fp16|int8 --ops plugin)")
         from edgeproto.compare.precision_search import SearchThresholds, compile_auto
 
         thresholds = SearchThresholds(min_top1=0.98 if min_top1 is None else min_top1, min_map_iou=min_map_iou,
@@ -87,7 +92,7 @@ def compile(bundle: str, target: str, precision: str, guard: str, calib: int, da
     from edgeproto.runtimes.compile import compile_bundle
 
     entry = compile_bundle(bundle, target=target, precision=precision, guard=guard, calib=calib, device=device,
-                           progress=not as_json, force=force, data_root=data_root)
+                           progress=not as_json, force=force, data_root=data_root, ops=ops)
     if as_json:
         click.echo(json.dumps(entry, indent=2))
         return
@@ -95,7 +100,8 @@ def compile(bundle: str, target: str, precision: str, guard: str, calib: int, da
     note = entry.get("calibration", {}).get("note")
     if note:
         click.echo(f"note: {note}")
-    click.echo(f"compiled {target} {precision} (guard={guard}): {bundle}/{entry['model']}")
+    form = f", ops={entry['ops']}" if "ops" in entry else ""
+    click.echo(f"compiled {target} {precision} (guard={guard}{form}): {bundle}/{entry['model']}")
     click.echo(f"golden check on {check['images']} images: top-1 prototype agreement "
                f"{check['top1_prototype_agreement']:.3f}, class agreement {check['class_agreement']:.3f}, "
                f"finite {'yes' if check['finite'] else 'NO'}; "

@@ -135,7 +135,7 @@ def with_data_root(data: dict, data_root: str | Path | None) -> dict:
     return data
 
 
-def check_request(target: str, precision: str, guard: str, calib) -> RuntimeSpec:
+def check_request(target: str, precision: str, guard: str, calib, ops: str = "inline") -> RuntimeSpec:
     spec = get_runtime(target)
     compilable = [n for n, r in RUNTIMES.items() if not r.host_only and r.artifacts_of is None]
     if spec.artifacts_of is not None:
@@ -145,6 +145,10 @@ def check_request(target: str, precision: str, guard: str, calib) -> RuntimeSpec
         raise EdgeprotoError(f"edgeproto cannot compile for {target!r} (compilable: {', '.join(compilable)})")
     spec.check_precision(precision)
     check_guard(guard)
+    if ops not in spec.ops:
+        with_ops = [n for n, r in RUNTIMES.items() if ops in r.ops]
+        raise EdgeprotoError(f"--ops {ops}: {target} writes its prototype ops as {', '.join(spec.ops)} "
+                             f"(--ops {ops} is for {', '.join(with_ops) or 'no target'})")
     if isinstance(calib, bool) or not isinstance(calib, (int, np.integer)) or calib < 1:
         raise EdgeprotoError(f"calib must be a whole number of images, at least 1 (got {calib!r})")
     spec.require(precision, compiling=True)
@@ -309,8 +313,13 @@ def compile_bundle(
     progress: bool = True,
     force: bool = False,
     data_root: str | Path | None = None,
+    ops: str = "inline",
 ) -> dict:
     """Compile the bundle's model for ``target`` at ``precision``; return the manifest entry.
+
+    ``ops``: how the prototype ops are written, for runtimes that offer a choice (TensorRT:
+    ``inline`` standard ops, or ``plugin`` nodes run by edgeproto's TensorRT plugins). One artifact
+    per (target, precision, guard): compiling the other form replaces it (``force``).
 
     An artifact that is already there is refused unless ``force`` (then it is rebuilt and replaced).
     ``data_root``: where the recipe's image folder is now (int8 calibration), when not where the
@@ -327,7 +336,7 @@ def compile_bundle(
     if precision == AUTO:
         raise EdgeprotoError("precision 'auto' is a search over candidates: use edgeproto.compare.precision_search."
                              "compile_auto (edgeproto compile --precision auto)")
-    spec = check_request(target, precision, guard, calib)
+    spec = check_request(target, precision, guard, calib, ops)
     key = artifact_key(target, precision, guard)
     bundle = open_for_compile(bundle_path, key, force)
     calibration = calibration_images(bundle, precision, calib, data_root, progress)
@@ -336,8 +345,9 @@ def compile_bundle(
         built = stage / key
         built.mkdir()
         entry = {"target": target, "precision": precision, "guard": guard}
+        options = {"ops": ops} if len(spec.ops) > 1 else {}
         entry.update(backend.build(bundle, built, precision=precision, guard=guard, calibration=calibration,
-                                   progress=progress))
+                                   progress=progress, **options))
         if calibration is not None:
             entry["calibration"] = calibration.record()
         return install_checked(bundle, spec, key, built, entry, precision=precision, device=device)
