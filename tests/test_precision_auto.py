@@ -123,7 +123,7 @@ def test_localize_finds_the_first_tensor_that_diverges(fresh, tmp_path):
     protos.CopyFrom(onnx.numpy_helper.from_array(moved.astype(np.float32), protos.name))
     onnx.save(model, tmp_path / "moved.onnx")
     broken = localize(bundle, images, target="onnxruntime", artifact=tmp_path / "moved.onnx")
-    assert broken["first_divergence"]["tensor"] == "maps"
+    assert broken["first_divergence"]["tensor"] == "maps" and clean["top1_prototype_agreement"] == 1.0
     before = broken["tensors"][: watched.index("maps")]
     assert before and all(r["status"] == "ok" and r["rel_l2"] < 1e-5 for r in before)
     # real unguarded int8 of the tiny model: the backbone's quantization noise stays under the int8 limit

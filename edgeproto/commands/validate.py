@@ -87,8 +87,9 @@ def _print_localize(out, loc: dict | None) -> None:
                       fmt(r.get("growth")), style[r["status"]])
     out.print(table)
     first = loc["first_divergence"]
-    out.print(f"first divergence: [bold]{first['tensor']}[/] ({first['what']})" if first else
-              "first divergence: none")
+    out.print((f"first divergence: [bold]{first['tensor']}[/] ({first['what']})" if first else
+               "first divergence: none") + f"; top-1 prototype agreement on these images: "
+              f"{fmt(loc.get('top1_prototype_agreement'))}")
 
 
 def _print_sweep(result: dict, paths: dict | None) -> None:

@@ -16,7 +16,9 @@ error over the previous tensor. A tensor *diverges* when it is not finite or its
 exceeds ``limit`` (default by precision, :data:`LIMITS`: quantization noise of a healthy int8
 backbone stays below it; a quantized prototype layer does not); the first one that does is
 ``first_divergence``. Tensors the target's graph does not hold under the same name (fused away)
-are listed as ``absent``.
+are listed as ``absent``. ``top1_prototype_agreement`` on the same images says whether the
+explanation changed even where no tensor diverged (HyperPg's log-likelihood scores lie close
+together: a few per cent of error reorders them).
 """
 
 from __future__ import annotations
@@ -201,7 +203,13 @@ def localize(bundle: Bundle, images: np.ndarray, *, target: str, precision: str 
         if row["status"] == "diverged" and first is None:
             first = {"tensor": name, "what": what, "rel_l2": rel, "finite": finite}
         rows.append(row)
-    return {"target": target, "precision": precision, "guard": guard,
+    agreement = None
+    if all(k in ref and k in act for k in ("logits", "scores")):
+        from edgeproto.ranking import top1_agreement
+
+        agreement = float(top1_agreement({k: ref[k] for k in ("logits", "scores")},
+                                         {k: act[k] for k in ("logits", "scores")}, bundle.prototype_classes()))
+    return {"target": target, "precision": precision, "guard": guard, "top1_prototype_agreement": agreement,
             "artifact": str(path.resolve().relative_to(bundle.root.resolve()))
             if path.resolve().is_relative_to(bundle.root.resolve()) else str(path),
             "reference": "the bundle's fp32 model.onnx on ONNX Runtime (CPU)", "images": int(len(images)),

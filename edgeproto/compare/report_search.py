@@ -120,6 +120,8 @@ def localize_section(loc: dict | None) -> str:
     head = (f"<p><b style='color:#cf222e'>First divergence: {_e(first['tensor'])} — {_e(first['what'])} "
             f"(relative L2 error {_num(first['rel_l2'])})</b></p>" if first else
             "<p><b style='color:#1a7f37'>No tensor diverges</b></p>")
+    head += (f"<p class='meta'>Top-1 prototype agreement on these images: "
+             f"{_num(loc.get('top1_prototype_agreement'))}</p>")
     rows = []
     for r in loc["tensors"]:
         if r["status"] == "absent":
