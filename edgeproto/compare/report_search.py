@@ -42,7 +42,7 @@ def pareto_points(result: dict) -> list[dict]:
         return points
     search = result.get("search") or {}
     for r in search.get("candidates", []):
-        if "error" in r or r.get("latency_ms") is None:
+        if "error" in r or r.get("latency_ms") is None or r.get("same_as"):  # a duplicate artifact: one point
             continue
         points.append({"label": r["name"], "latency_ms": r["latency_ms"], "top1": r["top1"],
                        "accuracy": r["accuracy"], "passed": r["passed"], "chosen": r["name"] == search.get("winner")})
