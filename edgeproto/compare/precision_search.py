@@ -472,6 +472,12 @@ def compile_auto(
         plain = next((r["name"] for r in rows if r["name"] in ("int8 minmax (prototypes fp32)",
                                                                "int8 nncf (prototypes fp32)")), None)
         search.retime([r["name"] for r in rows if r["name"] in search.built])
+        by_name = {r["name"]: r for r in rows}
+        for r in rows:  # the same artifact timed twice: one latency, from all its rounds
+            if r.get("same_as") and "latency_rounds_ms" in r and "latency_rounds_ms" in by_name[r["same_as"]]:
+                first = by_name[r["same_as"]]
+                pooled = first["latency_rounds_ms"] + r["latency_rounds_ms"]
+                first["latency_ms"] = r["latency_ms"] = float(np.median(pooled))
         for r in rows:
             if "latency_ms" in r:
                 r["speedup_vs_fp32"] = fp32["latency_ms"] / r["latency_ms"]
