@@ -68,6 +68,9 @@ def compile(bundle: str, target: str, precision: str, guard: str, calib: int, da
 
     --precision auto writes the fastest candidate whose explanations meet the thresholds."""
     if precision == "auto":
+        if guard != "prototypes":
+            raise EdgeprotoError("--precision auto searches the guard too (every candidate says which parts stay "
+                                 "fp32): leave --guard out")
         if ops != "inline":
             raise EdgeprotoError("--precision auto searches inline prototype ops only; --ops plugin takes one "
                                  "precision (compile --precision fp32|fp16|int8 --ops plugin)")

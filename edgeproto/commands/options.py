@@ -15,7 +15,7 @@ def target_option(choices: list[str] | None = None, default: str = "onnxruntime"
 
 
 precision_option = click.option("--precision", type=click.Choice(ARTIFACT_PRECISIONS), default="fp32", show_default=True,
-                                help="auto: the artifact of compile --precision auto (the searched fastest one)")
+                                help="auto: compile searches the fastest artifact that keeps the explanation (--min-top1 ...); the other commands use that artifact")
 guard_option = click.option("--guard", type=click.Choice(GUARDS), default="prototypes", show_default=True,
                             help="keep the prototype subgraph fp32 (prototypes) or reduce everything (none)")
 device_option = click.option("--device", default=None, help="runtime device: " + "; ".join(
