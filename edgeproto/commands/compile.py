@@ -51,7 +51,8 @@ def _print_search(entry: dict, bundle: str, target: str) -> None:
 @click.option("--max-accuracy-drop", type=float, default=None,
               help="--precision auto: most accuracy lost vs fp32 on the validation images (off by default)")
 @click.option("--val-split", type=click.Choice(["train", "test"]), default="train", show_default=True,
-              help="--precision auto: validation images from the train images not used for calibration, or the test split")
+              help="--precision auto: validation images from the train images not used for calibration, "
+                   "or the test split")
 @click.option("--val-images", type=int, default=256, show_default=True, help="--precision auto: validation images")
 @click.option("--latency-queries", type=int, default=50, show_default=True,
               help="--precision auto: timed batch-1 queries per candidate")
@@ -63,7 +64,8 @@ def _print_search(entry: dict, bundle: str, target: str) -> None:
 @json_option("print the manifest entry as JSON")
 def compile(bundle: str, target: str, precision: str, guard: str, calib: int, data_root: str | None,
             min_top1: float | None, min_map_iou: float | None, max_accuracy_drop: float | None, val_split: str,
-            val_images: int, latency_queries: int, reduced_only: bool, device: str | None, force: bool, ops: str, as_json: bool) -> None:
+            val_images: int, latency_queries: int, reduced_only: bool, device: str | None, force: bool, ops: str,
+            as_json: bool) -> None:
     """Compile a bundle for a runtime and precision; the artifact is recorded in the manifest.
 
     --precision auto writes the fastest candidate whose explanations meet the thresholds."""
@@ -91,7 +93,8 @@ def compile(bundle: str, target: str, precision: str, guard: str, calib: int, da
                             ("--max-accuracy-drop", max_accuracy_drop), ("--reduced-only", reduced_only or None))
              if v is not None]
     if given:
-        raise EdgeprotoError(f"{', '.join(given)} set(s) the thresholds of --precision auto, not of --precision {precision}")
+        raise EdgeprotoError(f"{', '.join(given)} set(s) the thresholds of --precision auto, "
+                             f"not of --precision {precision}")
     from edgeproto.runtimes.compile import compile_bundle
 
     entry = compile_bundle(bundle, target=target, precision=precision, guard=guard, calib=calib, device=device,

@@ -14,8 +14,10 @@ def target_option(choices: list[str] | None = None, default: str = "onnxruntime"
     return click.option("--target", type=click.Choice(names), default=default, show_default=True, help=text)
 
 
-precision_option = click.option("--precision", type=click.Choice(ARTIFACT_PRECISIONS), default="fp32", show_default=True,
-                                help="auto: compile searches the fastest artifact that keeps the explanation (--min-top1 ...); the other commands use that artifact")
+precision_option = click.option(
+    "--precision", type=click.Choice(ARTIFACT_PRECISIONS), default="fp32", show_default=True,
+    help="auto: compile searches the fastest artifact that keeps the explanation (--min-top1 ...); "
+         "the other commands use that artifact")
 guard_option = click.option("--guard", type=click.Choice(GUARDS), default="prototypes", show_default=True,
                             help="keep the prototype subgraph fp32 (prototypes) or reduce everything (none)")
 device_option = click.option("--device", default=None, help="runtime device: " + "; ".join(

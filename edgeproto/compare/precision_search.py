@@ -303,7 +303,8 @@ def _digest(folder: Path) -> str:
         h.update(path.relative_to(folder).as_posix().encode())
         data = path.read_bytes()
         if path.suffix == ".xml":
-            data = "\n".join(sorted(re.findall(r'<layer [^>]*type="([^"]+)"', data.decode("utf-8", "replace")))).encode()
+            types = re.findall(r'<layer [^>]*type="([^"]+)"', data.decode("utf-8", "replace"))
+            data = "\n".join(sorted(types)).encode()
         h.update(data)
     return h.hexdigest()
 
@@ -366,7 +367,8 @@ def _openvino_candidates(search: _Search, accuracy_control: bool, report: Callab
     search.run(_Candidate("fp32", "fp32", "prototypes", baseline=True))
     for p in ("bf16", "fp16"):
         search.run(_Candidate(f"{p} hint", p, "prototypes", settings={"hint": p}))
-    search.run(_Candidate("int8 nncf (prototypes fp32)", "int8", "prototypes", settings={"fp32_groups": ["prototypes"]}))
+    search.run(_Candidate("int8 nncf (prototypes fp32)", "int8", "prototypes",
+                          settings={"fp32_groups": ["prototypes"]}))
     search.run(_Candidate("int8 nncf (everything)", "int8", "none", settings={"fp32_groups": []}))
     if not accuracy_control:
         return {}
@@ -383,7 +385,8 @@ def _openvino_candidates(search: _Search, accuracy_control: bool, report: Callab
             hits.append(float(rank[0, 0] == item["top1"]))
         return float(np.mean(hits)) if hits else 1.0, hits
 
-    control = {"items": items, "transform": lambda item: item["image"], "validation_fn": top1_agreement, "max_drop": 1.0 - search.thresholds.min_top1,
+    control = {"items": items, "transform": lambda item: item["image"], "validation_fn": top1_agreement,
+               "max_drop": 1.0 - search.thresholds.min_top1,
                "metric": "top-1 prototype agreement with the fp32 reference"}
     for guard in ("none", "prototypes"):
         label = "prototypes fp32" if guard == "prototypes" else "NNCF chooses what to revert"
@@ -464,7 +467,8 @@ def compile_auto(
             best = max(scored, key=lambda r: (r["top1"], r["map_iou"], -r["accuracy_drop"])) if scored else None
             what = (f"the best candidate was {best['name']!r}: top-1 agreement {best['top1']:.4f}, map IoU "
                     f"{best['map_iou']:.4f}, accuracy drop {best['accuracy_drop']:+.4f}, "
-                    f"{best['latency_ms']:.3f} ms vs fp32 {fp32['latency_ms']:.3f} ms") if best else "no candidate built"
+                    f"{best['latency_ms']:.3f} ms vs fp32 {fp32['latency_ms']:.3f} ms") \
+                if best else "no candidate built"
             raise EdgeprotoError(
                 f"no {target} candidate meets {thresholds.describe()} on {val.record['images']} validation images "
                 f"({len(scored)} tried; nothing written): {what}. Loosen the thresholds"
