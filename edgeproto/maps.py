@@ -5,6 +5,8 @@ Ground floor: numpy only.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from edgeproto.errors import EdgeprotoError
@@ -12,6 +14,7 @@ from edgeproto.errors import EdgeprotoError
 _CUBIC_A = -0.75  # PyTorch's bicubic kernel (F.interpolate mode="bicubic"), which push uses
 
 
+@functools.lru_cache(maxsize=64)
 def _cubic_weights(n_in: int, n_out: int) -> np.ndarray:
     """(n_out, n_in) matrix of 1-D bicubic interpolation, align_corners=False, border replicated.
 
@@ -30,6 +33,7 @@ def _cubic_weights(n_in: int, n_out: int) -> np.ndarray:
     for tap in range(4):
         cols = np.clip(base.astype(np.int64) - 1 + tap, 0, n_in - 1)
         np.add.at(w, (rows, cols), coeffs[:, tap])
+    w.flags.writeable = False  # cached: shared by every call of the same size
     return w
 
 
@@ -56,3 +60,27 @@ def high_activation_box(up: np.ndarray, percentile: float = 95.0) -> list[int]:
         raise EdgeprotoError(f"expected a finite, non-empty (H, W) map, got shape {up.shape}")
     ys, xs = np.nonzero(up >= np.percentile(up, percentile))
     return [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
+
+
+def peak_index(maps: np.ndarray) -> np.ndarray:
+    """(…, M) flat latent index of each prototype's most similar patch in ``maps`` (…, M, H, W)."""
+    m = np.asarray(maps)
+    return m.reshape(*m.shape[:-2], -1).argmax(axis=-1)
+
+
+def similarity_at(maps: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """(N, M) similarity of every map in ``maps`` (N, M, H, W) at each prototype's flat latent
+    ``index`` (M,): "the same patch location" of Nauta et al. (2020)."""
+    m = np.asarray(maps)
+    flat = m.reshape(m.shape[0], m.shape[1], -1)
+    return np.take_along_axis(flat, np.asarray(index, dtype=np.int64)[None, :, None], axis=2)[..., 0]
+
+
+def weighted_importance(delta: np.ndarray, s_orig: np.ndarray) -> np.ndarray:
+    """Nauta et al.'s global importance Σ(Δ·s_orig)/Σ s_orig over axis 0 (images); ``delta`` (N, …, M)
+    and ``s_orig`` (N, M) broadcast on the middle axes. NaN where Σ s_orig is 0."""
+    d = np.asarray(delta, dtype=np.float64)
+    s = np.asarray(s_orig, dtype=np.float64).reshape(d.shape[0], *([1] * (d.ndim - 2)), d.shape[-1])
+    total = s.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total != 0, (d * s).sum(axis=0) / total, np.nan)
