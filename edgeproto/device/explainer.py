@@ -109,6 +109,15 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum()
 
 
+def map_range(bundle: Bundle) -> tuple[float, float]:
+    """One colour scale for every heatmap of a model: the range of the bundle's golden maps (the
+    PyTorch reference on test images), so rows, frames and images are comparable."""
+    golden = bundle.manifest["golden"]["files"]
+    maps = bundle.array(golden["maps"]) if "maps" in golden else np.zeros(1)
+    lo, hi = float(np.min(maps)), float(np.max(maps))
+    return lo, (hi if hi > lo else lo + 1.0)
+
+
 def frame_to_raw(frame, size: int) -> tuple[np.ndarray, tuple[int, int], str | None]:
     """uint8 (size, size, 3) RGB model view of one frame, its original (width, height), a note."""
     if isinstance(frame, (str, Path)):
@@ -145,6 +154,7 @@ class Explainer:
         self.classes = tuple(bundle.classes)
         self._info = runner.info()
         self._because_global = None
+        self._map_range = None
 
     @classmethod
     def open(cls, bundle: Bundle | str | Path, *, target: str = "onnxruntime", precision: str = "fp32",
@@ -158,6 +168,13 @@ class Explainer:
         return cls(opened, load_runner(opened, target, precision, guard, device, threads), target, k=k)
 
     # ------------------------------------------------------------------ running
+    @property
+    def map_range(self) -> tuple[float, float]:
+        """The model's one heatmap colour scale (:func:`map_range`)."""
+        if self._map_range is None:
+            self._map_range = map_range(self.bundle)
+        return self._map_range
+
     @property
     def info(self) -> dict:
         """The runtime really used: ``target`` plus the runner's :meth:`info`."""
