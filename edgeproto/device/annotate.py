@@ -44,13 +44,15 @@ def annotate_frame(frame: np.ndarray, result, map_range: tuple[float, float]) ->
         x0, y0, x1, y1 = p.box
         cv2.rectangle(bgr, (int(x0 * sx), int(y0 * sy)), (max(int(x1 * sx) - 1, 0), max(int(y1 * sy) - 1, 0)),
                       (102, 255, 0), 2)
-        caption2 = f"proto {p.prototype} ({p.class_name}) s={p.score:.2f} c={p.contribution:+.2f}"
+        caption2 = f"like proto {p.prototype} ({p.class_name}) s={p.score:.2f}"
     else:
         caption2 = ""
-    caption = f"{result.class_name} p={result.probability:.2f}"
-    scale = max(0.35, min(w, h) / 500)
+    caption = f"{result.class_name}  p={result.probability:.2f}"
+    scale = max(0.35, min(w, h) / 640)
+    line = int(round(26 * scale / 0.4))
+    band = bgr[: 2 * line + 6]
+    bgr[: 2 * line + 6] = (band * 0.35).astype(np.uint8)  # a dark band keeps the captions readable
     for i, text in enumerate((caption, caption2)):
-        y = int((i + 1) * 22 * scale / 0.6)
-        cv2.putText(bgr, text, (6, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA)
-        cv2.putText(bgr, text, (6, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+        cv2.putText(bgr, text, (5, (i + 1) * line), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1,
+                    cv2.LINE_AA)
     return bgr
