@@ -25,8 +25,8 @@ from PIL import Image
 from edgeproto.bundle import Bundle, open_bundle
 from edgeproto.data.preprocess import load_image, normalize, to_raw
 from edgeproto.errors import EdgeprotoError
-from edgeproto.maps import high_activation_box, upsample_map
-from edgeproto.outputs import run_outputs
+from edgeproto.maps import high_activation_boxes, upsample_maps
+from edgeproto.outputs import run_outputs, static_batch
 from edgeproto.ranking import ranking
 
 
@@ -103,12 +103,6 @@ class Explanation:
         return out
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = np.asarray(z, dtype=np.float64)
-    e = np.exp(z - z.max())
-    return e / e.sum()
-
-
 def map_range(bundle: Bundle) -> tuple[float, float]:
     """One colour scale for every heatmap of a model: the range of the bundle's golden maps (the
     PyTorch reference on test images), so rows, frames and images are comparable."""
@@ -148,13 +142,18 @@ class Explainer:
         self.bundle, self.runner, self.target, self.k = bundle, runner, target, int(k)
         pre = bundle.manifest["preprocess"]
         self.size = int(pre["image_size"])
-        self._mean, self._std = pre["mean"], pre["std"]
+        normalize(np.zeros((1, 1, 3), np.uint8), pre["mean"], pre["std"])  # checks the statistics once
+        self._mean = np.asarray(pre["mean"], dtype=np.float32)
+        self._std = np.asarray(pre["std"], dtype=np.float32)
+        self._static_batch = static_batch(runner)
         self.last_layer = bundle.last_layer().astype(np.float64)
         self.proto_classes = bundle.prototype_classes()
         self.classes = tuple(bundle.classes)
         self._info = runner.info()
         self._because_global = None
         self._map_range = None
+        self._own = {c: np.flatnonzero(self.proto_classes == c) for c in range(len(self.classes))}
+        self._records = [self._record(j) for j in range(len(self.proto_classes))]
 
     @classmethod
     def open(cls, bundle: Bundle | str | Path, *, target: str = "onnxruntime", precision: str = "fp32",
@@ -166,6 +165,18 @@ class Explainer:
             raise EdgeprotoError(f"k must be a positive integer, got {k!r}")
         opened = bundle if isinstance(bundle, Bundle) else open_bundle(bundle)
         return cls(opened, load_runner(opened, target, precision, guard, device, threads), target, k=k)
+
+    def _record(self, j: int) -> dict:
+        """What an explanation shows of prototype ``j`` (read once from the manifest)."""
+        protos = self.bundle.prototypes
+        rec = protos[j] if j < len(protos) else {}
+        cls = int(rec.get("class", -1))
+        box = rec.get("patch_box")
+        return {"class": cls,
+                "class_name": rec.get("class_name", self.classes[cls] if 0 <= cls < len(self.classes) else str(cls)),
+                "patch_png": rec.get("patch_png"), "source_image": rec.get("source_image"),
+                "source_png": rec.get("source_png"), "patch_box": tuple(box) if box else None,
+                "merged": tuple(rec.get("merged", ()))}
 
     # ------------------------------------------------------------------ running
     @property
@@ -181,13 +192,26 @@ class Explainer:
         return {"target": self.target, **self._info}
 
     def to_input(self, raws: np.ndarray) -> np.ndarray:
-        """float32 (N, 3, S, S) model input from uint8 (N, S, S, 3) model views."""
-        return np.stack([normalize(r, self._mean, self._std) for r in raws])
+        """float32 (N, 3, S, S) model input from uint8 (N, S, S, 3) model views: the arithmetic of
+        :func:`edgeproto.data.preprocess.normalize` on the whole batch at once."""
+        x = (np.asarray(raws).astype(np.float32) / np.float32(255.0) - self._mean) / self._std
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=np.float32)
 
     def infer(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Bare inference: the runner's outputs for a preprocessed batch, checked to be finite."""
-        out = run_outputs(self.runner, x, self.target)
-        if not all(np.isfinite(out[n]).all() for n in ("logits", "scores", "maps")):
+        if self._static_batch is None:  # one call, no chunking (the common case, and the fast one)
+            try:
+                out = self.runner.run(x)
+            except EdgeprotoError:
+                raise
+            except Exception as exc:  # each runtime raises its own exception types
+                raise EdgeprotoError(f"{self.target} failed to run the model: {exc}") from None
+            if any(n not in out for n in ("logits", "scores", "maps")):
+                out = run_outputs(self.runner, x, self.target)  # the contract's error message
+        else:
+            out = run_outputs(self.runner, x, self.target)
+        if not (np.isfinite(out["logits"]).all() and np.isfinite(out["scores"]).all()
+                and np.isfinite(out["maps"]).all()):
             raise EdgeprotoError(
                 f"{self.target} ({self._info['precision']}) produced non-finite outputs: this artifact cannot "
                 "explain (a quantized prototype layer does this; keep it in fp32)")
@@ -224,14 +248,15 @@ class Explainer:
         results = []
         for i in range(len(raws)):
             pred = int(logits[i].argmax())
-            probs = _softmax(logits[i])
+            e = np.exp(logits[i] - logits[i, pred])
+            probs = e / e.sum()
             terms = scores[i] * self.last_layer[pred]
-            top = tuple(self._evidence(r, int(j), pred, scores[i], maps[i, j], terms)
-                        for r, j in enumerate(order[i, : self.k], start=1))
+            top = order[i, : self.k]
             size = tuple(sizes[i]) if sizes is not None else (self.size, self.size)
             results.append(Explanation(
                 prediction=pred, class_name=self.classes[pred], probability=float(probs[pred]),
-                classes=self.classes, probabilities=probs, logits=logits[i], top=top, input_size=self.size,
+                classes=self.classes, probabilities=probs, logits=logits[i],
+                top=self._evidence(top, pred, scores[i], maps[i], terms), input_size=self.size,
                 image_size=(int(size[0]), int(size[1])), logit_terms=self._terms(logits[i, pred], terms),
                 runner_up=self._runner_up(logits[i], scores[i], pred), raw=raws[i],
                 input_note=notes[i] if notes is not None else None))
@@ -246,39 +271,43 @@ class Explainer:
         """Why the second class lost: the logit gap and the prototypes whose terms differ most."""
         if len(logits) < 2:
             return None
-        second = int(np.argsort(-logits, kind="stable")[1])
+        rest = logits.copy()
+        rest[pred] = -np.inf
+        second = int(rest.argmax())
         diff = scores * (self.last_layer[pred] - self.last_layer[second])  # each prototype's share of the gap
         idx = np.argsort(-np.abs(diff), kind="stable")[: self.k]
-        own_second = np.flatnonzero(self.proto_classes == second)
-        best_own = int(own_second[scores[own_second].argmax()]) if len(own_second) else None
+        own = self._own[second]
+        best_own = int(own[scores[own].argmax()]) if len(own) else None
+        gap = float(logits[pred] - logits[second])
+        total = float(diff.sum())
         return {
-            "class": second, "class_name": self.classes[second], "logit": float(logits[second]),
-            "gap": float(logits[pred] - logits[second]),
-            "prototype_terms": float(diff.sum()), "rest": float(logits[pred] - logits[second] - diff.sum()),
+            "class": second, "class_name": self.classes[second], "logit": float(logits[second]), "gap": gap,
+            "prototype_terms": total, "rest": gap - total,
             "deciding": [{"prototype": int(j), "class": int(self.proto_classes[j]), "score": float(scores[j]),
                           "term": float(diff[j])} for j in idx],
             "best_own_prototype": None if best_own is None else
             {"prototype": best_own, "score": float(scores[best_own])},
         }
 
-    def _evidence(self, rank: int, j: int, pred: int, scores: np.ndarray, m: np.ndarray,
-                  terms: np.ndarray) -> PrototypeEvidence:
-        up = upsample_map(m, self.size)
-        ay, ax = np.unravel_index(int(up.argmax()), up.shape)
-        ly, lx = np.unravel_index(int(np.asarray(m).argmax()), m.shape)
-        protos = self.bundle.prototypes
-        rec = protos[j] if j < len(protos) else {}
-        cls = int(rec.get("class", -1))
-        box = rec.get("patch_box")
-        return PrototypeEvidence(
-            rank=rank, prototype=j, class_index=cls,
-            class_name=rec.get("class_name", self.classes[cls] if 0 <= cls < len(self.classes) else str(cls)),
-            score=float(scores[j]), weight=float(self.last_layer[pred, j]), contribution=float(terms[j]),
-            argmax=(int(ax), int(ay)), latent_argmax=(int(ly), int(lx)),
-            box=tuple(high_activation_box(up, 95.0)), map=np.asarray(m, dtype=np.float32),
-            patch_png=rec.get("patch_png"), source_image=rec.get("source_image"),
-            source_png=rec.get("source_png"), patch_box=tuple(box) if box else None,
-            merged=tuple(rec.get("merged", ())))
+    def _evidence(self, top: np.ndarray, pred: int, scores: np.ndarray, maps: np.ndarray,
+                  terms: np.ndarray) -> tuple[PrototypeEvidence, ...]:
+        chosen = np.asarray(maps[top], dtype=np.float32)  # (k, H, W)
+        ups = upsample_maps(chosen, self.size)
+        boxes = high_activation_boxes(ups, 95.0)
+        peaks = ups.reshape(len(top), -1).argmax(axis=1)
+        latent = chosen.reshape(len(top), -1).argmax(axis=1)
+        h, w = chosen.shape[1:]
+        out = []
+        for r, j in enumerate(top.tolist()):
+            rec = self._records[j]
+            out.append(PrototypeEvidence(
+                rank=r + 1, prototype=j, class_index=rec["class"], class_name=rec["class_name"],
+                score=float(scores[j]), weight=float(self.last_layer[pred, j]), contribution=float(terms[j]),
+                argmax=(int(peaks[r] % self.size), int(peaks[r] // self.size)),
+                latent_argmax=(int(latent[r] // w), int(latent[r] % w)), box=tuple(boxes[r]), map=chosen[r],
+                patch_png=rec["patch_png"], source_image=rec["source_image"], source_png=rec["source_png"],
+                patch_box=rec["patch_box"], merged=rec["merged"]))
+        return tuple(out)
 
     def close(self) -> None:
         """Release the runner."""
