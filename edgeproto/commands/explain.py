@@ -62,12 +62,14 @@ def stream_paths(source, out=None) -> tuple[Path, Path]:
 
 def run_explain(bundle, image, target: str = "onnxruntime", precision: str = "fp32", guard: str = "prototypes",
                 device: str | None = None, k: int = 3, out_prefix=None, as_json: bool = False, *,
-                because: bool = False, overlap: bool = True, max_frames: int | None = None) -> int:
+                because: bool = False, overlap: bool = True, max_frames: int | None = None,
+                figure: bool = True) -> int:
     """Explain ``image`` (an image file, a folder, a video file or a camera) with ``bundle`` on ``target``.
 
     An image gets ``<out>.png`` + ``<out>.json`` (:func:`output_paths`); a folder a figure per image
     and ``explanations.jsonl``; a video or camera an annotated MP4 and a JSON Lines file
-    (:func:`stream_paths`). Prints a summary table (or the JSON).
+    (:func:`stream_paths`). ``figure=False`` writes only the JSON / JSON Lines (no PNG, no MP4).
+    Prints a summary table (or the JSON).
     """
     from edgeproto.device.explain import as_bundle
     from edgeproto.device.explainer import Explainer
@@ -88,13 +90,12 @@ def run_explain(bundle, image, target: str = "onnxruntime", precision: str = "fp
             atomic_files.check_output(p, inputs, "-o/--out")
     with Explainer.open(opened, target=target, precision=precision, guard=guard, device=device, k=k) as explainer:
         if source.kind == "image":
-            return _explain_one(explainer, source, png, js, as_json, because)
-        return _explain_stream(explainer, source, first, second, as_json, because, overlap)
+            return _explain_one(explainer, source, png if figure else None, js, as_json, because)
+        return _explain_stream(explainer, source, first if figure else None, second, as_json, because, overlap)
 
 
-def _explain_one(explainer, source, png: Path, js: Path, as_json: bool, because: bool) -> int:
+def _explain_one(explainer, source, png: Path | None, js: Path, as_json: bool, because: bool) -> int:
     from edgeproto.device.explain import explanation_record
-    from edgeproto.device.figure import figure_png
 
     image = source.paths[0]
     name, frame = next(source.frames())
@@ -102,8 +103,11 @@ def _explain_one(explainer, source, png: Path, js: Path, as_json: bool, because:
     record = explanation_record(explainer, result, image)
     if frame.shape[:2] != (result.input_size, result.input_size):
         record["resized_from"] = [int(frame.shape[1]), int(frame.shape[0])]
-    atomic_files.write_bytes(png, figure_png(explainer.bundle, result.raw, record, explainer.map_range))
-    record["figure"] = str(png)
+    if png is not None:
+        from edgeproto.device.figure import figure_png  # matplotlib: most of a cold run's time
+
+        atomic_files.write_bytes(png, figure_png(explainer.bundle, result.raw, record, explainer.map_range))
+    record["figure"] = None if png is None else str(png)
     atomic_files.write_text(js, json.dumps(record, indent=2))
     if as_json:
         print(json.dumps({**record, "json": str(js)}, indent=2))
@@ -117,7 +121,7 @@ def _explain_one(explainer, source, png: Path, js: Path, as_json: bool, because:
         out.print(f"{record['merged_prototypes']} duplicate prototype(s) were merged at push (not ranked)")
     if record.get("input_note"):
         out.print(f"input: {record['input_note']}")
-    out.print(f"figure: {png}\njson:   {js}")
+    out.print((f"figure: {png}\n" if png else "") + f"json:   {js}")
     return 0
 
 
@@ -152,7 +156,7 @@ def _print_table(record: dict, name: str) -> None:
                         + ", ".join(f"#{d['prototype']} {d['term']:+.3g}" for d in ru["deciding"]))
 
 
-def _explain_stream(explainer, source, first: Path, second: Path, as_json: bool, because: bool,
+def _explain_stream(explainer, source, first: Path | None, second: Path, as_json: bool, because: bool,
                     overlap: bool) -> int:
     import contextlib
 
@@ -163,7 +167,12 @@ def _explain_stream(explainer, source, first: Path, second: Path, as_json: bool,
 
     with contextlib.ExitStack() as stack:
         lines = JsonLines(second, stack)
-        if source.kind == "folder":
+        if first is None:  # --no-figure: the JSON Lines only
+            def write(name, frame, result):
+                record = explanation_record(explainer, result, Path(source.label) / name
+                                            if source.kind == "folder" else None)
+                lines.write({"name": name, **record})
+        elif source.kind == "folder":
             from edgeproto.device.figure import figure_png
 
             first.mkdir(parents=True, exist_ok=True)
@@ -187,14 +196,16 @@ def _explain_stream(explainer, source, first: Path, second: Path, as_json: bool,
         with progress_bar(not as_json, f"explain {source.kind}", source.total) as advance:
             stats = explain_stream(explainer, source, write, overlap=overlap, because=because, advance=advance)
     summary = {"input": source.label, "kind": source.kind, **stats.to_dict(),
-               "outputs": {"figures" if source.kind == "folder" else "video": str(first), "jsonl": str(second)},
+               "outputs": {"figures" if source.kind == "folder" else "video": None if first is None else str(first),
+                           "jsonl": str(second)},
                "runtime": explainer.info}
     if as_json:
         print(json.dumps(summary, indent=2))
     else:
         console().print(f"{source.kind} {source.label}: {stats.frames} frames in {stats.seconds:.2f} s = "
                         f"{stats.fps:.1f} frames/s ({'decode, inference and drawing overlapped' if overlap else 'serial'})"
-                        f"\n{'figures' if source.kind == 'folder' else 'video'}: {first}\njsonl:  {second}")
+                        + (f"\n{'figures' if source.kind == 'folder' else 'video'}: {first}" if first else "")
+                        + f"\njsonl:  {second}")
     return 0
 
 
@@ -210,13 +221,16 @@ def _explain_stream(explainer, source, first: Path, second: Path, as_json: bool,
               help="also say why: how much hue, shape, texture, contrast, saturation and brightness matter to "
                    "each prototype's similarity (Nauta et al. 2020; needs OpenCV)")
 @click.option("--serial", is_flag=True, help="decode, explain and draw one after another (no overlap)")
+@click.option("--figure/--no-figure", default=True, show_default=True,
+              help="draw the figure (image, folder) or the annotated MP4 (video, camera); --no-figure: JSON only")
 @click.option("--max-frames", type=int, default=None, help="stop a video, camera or folder after N frames")
 @json_option("print the explanation (image) or the run summary (folder, video, camera) as JSON")
 def explain(bundle: str, input: str, target: str, precision: str, guard: str, device: str | None, k: int,
-            out_prefix: str | None, because: bool, serial: bool, max_frames: int | None, as_json: bool) -> None:
+            out_prefix: str | None, because: bool, serial: bool, figure: bool, max_frames: int | None,
+            as_json: bool) -> None:
     """On-device "this looks like that": prediction, top prototypes, heatmaps and source patches.
 
     INPUT is an image, a folder of images, a video file or a camera (0, camera:0, /dev/video0).
     """
     sys.exit(run_explain(bundle, input, target, precision, guard, device, k, out_prefix, as_json,
-                         because=because, overlap=not serial, max_frames=max_frames))
+                         because=because, overlap=not serial, max_frames=max_frames, figure=figure))

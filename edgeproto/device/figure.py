@@ -255,7 +255,7 @@ def figure_png(bundle: Bundle, raw: np.ndarray, record: dict, vrange: tuple[floa
     with warnings.catch_warnings():  # a file name in a script the font lacks: boxes, not a warning per glyph
         warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from font")
         warnings.filterwarnings("ignore", message=r"Matplotlib currently does not support")
-        fig.savefig(buf, format="png", dpi=DPI, facecolor="white")
+        fig.savefig(buf, format="png", dpi=DPI, facecolor="white", pil_kwargs={"compress_level": 3})
     return buf.getvalue()
 
 
