@@ -21,7 +21,7 @@ import time
 from importlib import resources
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from edgeproto.data.preprocess import MAX_IMAGE_PIXELS, check_pixels
 from edgeproto.device.explain import explanation_record
@@ -161,15 +161,20 @@ def create_app(explainer, *, max_bytes: int = MAX_BYTES, rate: float = RATE, bur
         except EdgeprotoError as exc:
             return JSONResponse({"error": str(exc)}, status_code=422)
 
+    def _boxed(result, p, side: int) -> np.ndarray:
+        """The heatmap over the input with the 95th-percentile box (as in the figure)."""
+        over = Image.fromarray(heatmap_overlay(result.raw, p.map, side, vrange=explainer.map_range))
+        f = side / result.input_size
+        x0, y0, x1, y1 = p.box
+        ImageDraw.Draw(over).rectangle([x0 * f + 1, y0 * f + 1, x1 * f - 2, y1 * f - 2], outline=(0, 255, 102), width=2)
+        return np.asarray(over)
+
     def _answer(frame: np.ndarray, because: bool) -> dict:
         result = explainer.explain(frame, because=because)
         record = explanation_record(explainer, result, None)
         side = PANEL
-        record["images"] = [
-            {"prototype": p.prototype,
-             "heatmap": _data_url(heatmap_overlay(result.raw, p.map, side, vrange=explainer.map_range)),
-             **prototype_images(p.prototype)}
-            for p in result.top]
+        record["images"] = [{"prototype": p.prototype, "heatmap": _data_url(_boxed(result, p, side)),
+                             **prototype_images(p.prototype)} for p in result.top]
         record["map_range"] = list(explainer.map_range)
         return record
 
