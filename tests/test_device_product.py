@@ -133,7 +133,7 @@ def test_stream_errors_leave_no_output(bundle_dir, tmp_path, monkeypatch):
     (tmp_path / "empty").mkdir()
     with pytest.raises(EdgeprotoError, match="holds no images"):
         run_explain(bundle_dir, str(tmp_path / "empty"))
-    with pytest.raises(EdgeprotoError, match="input not found"):
+    with pytest.raises(EdgeprotoError, match="video file not found"):
         run_explain(bundle_dir, str(tmp_path / "missing.mp4"))
     with pytest.raises(EdgeprotoError, match="cannot open camera"):
         run_explain(bundle_dir, "63")  # no such camera here

@@ -67,7 +67,9 @@ def open_source(spec: str | Path, *, max_frames: int | None = None) -> Source:
                 yield p.name, np.asarray(load_image(p))
         return Source("folder", str(path), len(paths), None, images, tuple(paths))
     if not path.exists():
-        raise EdgeprotoError(f"input not found: {path} (an image, a folder, a video file or a camera such as 0)")
+        what = "video file" if path.suffix.lower() in VIDEO_EXTENSIONS else "image file"
+        raise EdgeprotoError(f"{what} not found: {path} (INPUT is an image, a folder of images, a video file or a "
+                             "camera such as 0)")
     if path.suffix.lower() in VIDEO_EXTENSIONS:
         return _capture(str(path), path.name, "video", max_frames)
 
