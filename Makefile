@@ -25,7 +25,7 @@ demo: $(STAMP)
 	$(EP) validate $(RUN)/bundle --target onnxruntime --out $(RUN)/validate-onnxruntime
 	$(EP) validate $(RUN)/bundle --target openvino --out $(RUN)/validate-openvino
 	$(PY) -c "from edgeproto.bundle import open_bundle; from edgeproto.data import build_dataset; from PIL import Image; b = open_bundle('$(RUN)/bundle'); Image.fromarray(build_dataset(b.manifest['data'], 'test').raw_image(0)).save('$(RUN)/test-image-0.png')"
-	$(EP) explain $(RUN)/bundle $(RUN)/test-image-0.png --target openvino -o $(RUN)/explain-test-image-0
+	$(EP) explain $(RUN)/bundle $(RUN)/test-image-0.png --target openvino --because -o $(RUN)/explain-test-image-0
 	@echo
 	@echo "demo done:"
 	@echo "  checkpoint  $(RUN)/checkpoint"
