@@ -164,7 +164,9 @@ class Explainer:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise EdgeprotoError(f"k must be a positive integer, got {k!r}")
         opened = bundle if isinstance(bundle, Bundle) else open_bundle(bundle)
-        return cls(opened, load_runner(opened, target, precision, guard, device, threads), target, k=k)
+        # no spin-waiting between runs: the explainer's own work runs between them on the same cores
+        runner = load_runner(opened, target, precision, guard, device, threads, spinning=False)
+        return cls(opened, runner, target, k=k)
 
     def _record(self, j: int) -> dict:
         """What an explanation shows of prototype ``j`` (read once from the manifest)."""
