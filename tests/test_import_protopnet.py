@@ -26,6 +26,7 @@ from edgeproto.train.checkpoint import load_checkpoint, read_config
 from edgeproto.train.protopnet_import import import_protopnet
 
 RTOL, ATOL = 1e-5, 1e-6
+pytestmark = pytest.mark.filterwarnings("ignore:Couldn.t retrieve source code:UserWarning")  # legacy torch.save of test classes
 SIZE = 64
 
 

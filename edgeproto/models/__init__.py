@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from edgeproto.models import densenet, resnet, vgg  # noqa: F401  (register their backbones)
+from edgeproto.models import densenet, efficientnet_lite, resnet, vgg  # noqa: F401  (register their backbones)
 from edgeproto.models.backbones import backbones, create_backbone, register_backbone
 from edgeproto.models.cbr_autoencoder import CbrAutoencoderNet, CbrDecoder, CbrEncoder
 from edgeproto.models.prototype_net import ADD_ONS, HEADS, NonNegLinear, PrototypeLayer, PrototypeNet, TverskyHead
