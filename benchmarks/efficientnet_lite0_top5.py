@@ -12,7 +12,8 @@ from PIL import Image
 
 from edgeproto.data.base import IMAGENET_MEAN, IMAGENET_STD
 from edgeproto.data.preprocess import to_input
-from edgeproto.models.pretrained import Lite0Classifier, imagenet_classes
+from edgeproto.models.efficientnet_lite import Lite0Classifier
+from edgeproto.models.pretrained import imagenet_classes
 
 
 def main() -> None:

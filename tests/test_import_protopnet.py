@@ -388,3 +388,34 @@ def test_cli_import(tmp_path):
     assert '"prototypes_without_source": 12' in result.output
     again = CliRunner().invoke(cli, ["import", "protopnet", str(path), "-o", str(tmp_path / "c")])
     assert again.exit_code != 0 and "already holds a checkpoint" in str(again.exception)
+
+
+def test_imported_checkpoint_exports_and_explains_like_the_official_model(tmp_path):
+    """Import with --data, export (checked in ONNX Runtime), explain on the device side: the logits
+    of the explanation are the official forward pass's on the same input."""
+    import numpy as np
+    from PIL import Image
+
+    from edgeproto.data.base import IMAGENET_MEAN, IMAGENET_STD
+    from edgeproto.data.preprocess import load_image, to_input
+    from edgeproto.device.explain import explain_image
+    from edgeproto.export.bundle_writer import export_bundle
+
+    rng = np.random.default_rng(0)
+    for name in ("finch", "sparrow", "wren"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)).save(tmp_path / "data" / name / f"{i}.png")
+    official = official_model("resnet18", "bottleneck")
+    torch.save(official, tmp_path / "m.pth")
+    config = import_protopnet(tmp_path / "m.pth", tmp_path / "ckpt", data=tmp_path / "data")
+    assert config["classes"] == ["finch", "sparrow", "wren"] and config["recipe"]["data"]["name"] == "folder"
+    manifest = export_bundle(tmp_path / "ckpt", tmp_path / "bundle", golden=3)
+    assert manifest["export_check"]["passed"]
+    image = tmp_path / "data" / "wren" / "0.png"
+    result = explain_image(tmp_path / "bundle", image, k=2)
+    x = torch.from_numpy(to_input(load_image(image), SIZE, IMAGENET_MEAN, IMAGENET_STD))[None]
+    with torch.no_grad():
+        ref_logits, _ = official(x)
+    assert_close(torch.tensor(result["logits"]), ref_logits[0], "explained logits (ONNX Runtime)")
+    assert all(p["patch_png"] is None for p in result["top_prototypes"])

@@ -33,7 +33,8 @@ def top5(model, names, photo: np.ndarray) -> list[str]:
 def test_lite0_imagenet_weights_classify_sample_photos():
     import skimage.data
 
-    from edgeproto.models.pretrained import Lite0Classifier, imagenet_classes
+    from edgeproto.models.efficientnet_lite import Lite0Classifier
+    from edgeproto.models.pretrained import imagenet_classes
 
     names = imagenet_classes()
     assert len(names) == 1000 and names[281] == "tabby" and names[967] == "espresso"

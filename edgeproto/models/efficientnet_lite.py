@@ -106,3 +106,19 @@ class EfficientNetLite0(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = self._blocks(self.act(self._bn0(self._conv_stem(x))))
         return self.act(self._bn1(self._conv_head(x))) if self.head else x
+
+
+class Lite0Classifier(nn.Module):
+    """EfficientNet-Lite0 with its ImageNet classifier (global average pool, ``_fc``): checks the weights."""
+
+    def __init__(self, padding: str = "same") -> None:
+        super().__init__()
+        from edgeproto.models.pretrained import lite0_state
+
+        self.backbone = EfficientNetLite0(pretrained=True, padding=padding)
+        self.fc = nn.Linear(1280, 1000)
+        state = lite0_state()
+        self.fc.load_state_dict({"weight": state["_fc.weight"], "bias": state["_fc.bias"]})
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.backbone(x).mean(dim=(2, 3)))

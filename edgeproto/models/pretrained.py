@@ -63,18 +63,3 @@ def imagenet_classes() -> list[str]:
     """The 1000 ImageNet-1k class names in class-index order."""
     return CLASSES_FILE.read_text(encoding="utf-8").splitlines()
 
-
-class Lite0Classifier(nn.Module):
-    """EfficientNet-Lite0 with its ImageNet classifier (global average pool, ``_fc``): to check the weights."""
-
-    def __init__(self, padding: str = "same") -> None:
-        super().__init__()
-        from edgeproto.models.efficientnet_lite import EfficientNetLite0
-
-        self.backbone = EfficientNetLite0(pretrained=True, padding=padding)
-        self.fc = nn.Linear(1280, 1000)
-        state = lite0_state()
-        self.fc.load_state_dict({"weight": state["_fc.weight"], "bias": state["_fc.bias"]})
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.fc(self.backbone(x).mean(dim=(2, 3)))
