@@ -419,3 +419,26 @@ def test_imported_checkpoint_exports_and_explains_like_the_official_model(tmp_pa
         ref_logits, _ = official(x)
     assert_close(torch.tensor(result["logits"]), ref_logits[0], "explained logits (ONNX Runtime)")
     assert all(p["patch_png"] is None for p in result["top_prototypes"])
+
+
+def test_cabrnet_protopnet_state_dict(tmp_path):
+    """CaBRNet's ProtoPNet keeps the official network under its own names (the inverse of its
+    ``_load_legacy_state_dict``: features → extractor.convnet, add-on convolutions by YAML name,
+    prototype_vectors → classifier.prototypes, ones → the similarity layer's summation kernel)."""
+    official = official_model("resnet18", "regular")
+    names = {"add_on_layers.0": "extractor.add_on.conv1", "add_on_layers.2": "extractor.add_on.conv2",
+             "prototype_vectors": "classifier.prototypes", "ones": "classifier.similarity_layer._summation_kernel",
+             "last_layer.weight": "classifier.last_layer.weight"}
+    state = {}
+    for key, value in official.state_dict().items():
+        if key.startswith("features."):
+            key = "extractor.convnet." + key[len("features."):]
+        for old, new in names.items():
+            if key == old or key.startswith(old + "."):
+                key = new + key[len(old):]
+        state[key] = value
+    state["classifier.proto_class_map"] = official.prototype_class_identity
+    torch.save(state, tmp_path / "model_state.pth")
+    config = import_protopnet(tmp_path / "model_state.pth", tmp_path / "ckpt", arch="resnet18", image_size=SIZE)
+    assert (config["imported"]["from"], config["imported"]["add_on"]) == ("cabrnet", "regular")
+    check_same_outputs(official, tmp_path / "ckpt")

@@ -2,7 +2,8 @@
 
 The official code (github cfchen-duke/ProtoPNet, ``save.py``) does ``torch.save(model)`` of a whole
 ``model.PPNet``; it is read without running pickled code (:mod:`edgeproto.train.pickled_modules`).
-A plain state dict (``model.state_dict()``) works too, with ``--arch``.
+A plain state dict (``model.state_dict()``) works too, with ``--arch``; so does a CaBRNet ProtoPNet
+state dict (``model_state.pth``, :func:`from_cabrnet`), whose legacy-compatible model is the same network.
 
 Conversion (state-dict keys; the network is the same, so the outputs are the same):
 
@@ -104,6 +105,38 @@ def _tensor_items(obj: Any) -> dict[str, Tensor] | None:
     return None
 
 
+def from_cabrnet(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """A CaBRNet ProtoPNet state dict (``model_state.pth``) in the official key names.
+
+    The inverse of CaBRNet's ``ProtoPNet._load_legacy_state_dict`` (github aiser-team/cabrnet,
+    ``src/cabrnet/archs/protopnet/model.py``): ``extractor.convnet.*`` → ``features.*``, the add-on's
+    convolutions in order → ``add_on_layers.0, 2, 4, …`` (CaBRNet names them from its YAML, e.g.
+    ``conv1``/``conv2``, and matches them by size), ``classifier.prototypes`` → ``prototype_vectors``,
+    ``classifier.last_layer.weight`` → ``last_layer.weight``, ``classifier.similarity_layer._summation_kernel``
+    → ``ones``; ``classifier.proto_class_map`` is checked like PPNet's class identity. The add-on's
+    activations are not in a state dict: ReLU between the convolutions and a final sigmoid, as every
+    shipped CaBRNet ProtoPNet config (``configs/protopnet/*/model_arch.yml``) has them.
+    """
+    out: dict[str, Tensor] = {}
+    convs = [k[len("extractor.add_on."):-len(".weight")] for k, v in state.items()
+             if k.startswith("extractor.add_on.") and k.endswith(".weight") and v.dim() == 4]
+    names = {"classifier.prototypes": "prototype_vectors", "classifier.last_layer.weight": "last_layer.weight",
+             "classifier.similarity_layer._summation_kernel": "ones"}
+    for key, value in state.items():
+        if key.startswith("extractor.convnet."):
+            out["features." + key[len("extractor.convnet."):]] = value
+        elif key.startswith("extractor.add_on."):
+            layer, _, param = key[len("extractor.add_on."):].rpartition(".")
+            if layer not in convs:
+                raise EdgeprotoError(f"CaBRNet add-on key {key!r} is not a convolution's: not supported")
+            out[f"add_on_layers.{2 * convs.index(layer)}.{param}"] = value
+        elif key in names:
+            out[names[key]] = value
+        elif key != "classifier.proto_class_map":
+            raise EdgeprotoError(f"unexpected key {key!r} in the CaBRNet ProtoPNet state dict")
+    return out
+
+
 def read_protopnet(path: str | Path, arch: str | None = None) -> dict:
     """The official checkpoint's parts: state dict (official keys), backbone, attributes, format."""
     path = Path(path)
@@ -124,6 +157,13 @@ def read_protopnet(path: str | Path, arch: str | None = None) -> dict:
         if arch is None:
             raise EdgeprotoError(f"{path} is a plain state dict: pass --arch (one of {', '.join(PROTOPNET_ARCHS)})")
     state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    source = "protopnet"
+    if any(k.startswith("extractor.convnet.") for k in state):
+        source = "cabrnet"
+        identity = state.get("classifier.proto_class_map")
+        if isinstance(identity, Tensor):
+            attrs["prototype_class_identity"] = identity
+        state = from_cabrnet(state)
     if "prototype_vectors" not in state or "last_layer.weight" not in state:
         raise EdgeprotoError(f"{path}: no prototype_vectors / last_layer.weight: not a ProtoPNet checkpoint")
     features = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
@@ -135,7 +175,10 @@ def read_protopnet(path: str | Path, arch: str | None = None) -> dict:
                              f"(one of {', '.join(PROTOPNET_ARCHS)})")
     if arch is not None and found is not None and arch != found:
         raise EdgeprotoError(f"--arch {arch} does not match the checkpoint, whose features are a {found}")
-    return {"state": state, "arch": arch or found, "attrs": attrs, "format": fmt, "kind": kind}
+    if source == "cabrnet" and (arch or found).startswith("densenet"):
+        raise EdgeprotoError("CaBRNet DenseNet extractors (torchvision's features, ending at norm5 without the "
+                             "final ReLU of ProtoPNet's densenet_features) are not supported")
+    return {"state": state, "arch": arch or found, "attrs": attrs, "format": fmt, "kind": kind, "source": source}
 
 
 def _add_on_kind(state: dict[str, Tensor]) -> str:
@@ -284,7 +327,7 @@ def import_protopnet(
         "pruned_prototypes": [],
         "merged_prototypes": {},
         "metrics": {},
-        "imported": {"from": "protopnet", "file": str(path.resolve()), "sha256": sha256_file(path),
+        "imported": {"from": read["source"], "file": str(path.resolve()), "sha256": sha256_file(path),
                      "format": read["format"], "kind": read["kind"], "arch": read["arch"], "add_on": add_on,
                      "prototypes_without_source": num_prototypes,
                      "attributes": {k: attrs[k] for k in ("img_size", "prototype_shape", "num_classes", "epsilon",
