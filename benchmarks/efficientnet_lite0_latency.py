@@ -146,8 +146,12 @@ def bench_and_check(work: Path, args, t0: float) -> None:
         report = json.loads(cli("validate", str(work / "bundle"), "--target", target, "--precision", precision,
                                 "--limit", "32", "--threads", str(args.threads), "--out",
                                 str(work / f"validate-{target}-{precision}"), "--json"))
-        print(f"validate {target} {precision}: " + json.dumps({k: report[k] for k in ("verdict", "accuracy")
-                                                               if k in report})[:400])
+        report = json.loads((work / f"validate-{target}-{precision}" / "report.json").read_text())
+        fid = report["fidelity"]
+        print(f"validate {target} {precision} ({fid['images']} images): {'PASS' if report['passed'] else 'FAIL'} "
+              f"{report['failed'] or ''}; prediction {fid['prediction']:.3f}, top-1 prototype {fid['top1']:.3f}, "
+              f"map IoU {fid['map_iou']:.3f}, argmax {fid['argmax']:.3f}, logits max abs "
+              f"{report['parity']['logits']['max_abs']:.3g}")
     image = next((work / "data").glob("class_000/*.png"))
     cli("explain", str(work / "bundle"), str(image), "--target", "openvino", "--precision", "int8",
         "-o", str(work / "explained.png"))
