@@ -74,7 +74,7 @@ def _shipped(name: str, data: dict) -> dict:
     recipe = load_recipe(Path(__file__).resolve().parents[1] / "models" / name)
     recipe["data"].update(data)
     recipe["model"]["prototypes"].update(per_class=2, dim=16)
-    recipe["train"].update(batch_size=8, warm_epochs=1, joint_epochs=1, last_layer_epochs=1, augment_shift=2)
+    recipe["train"].update(batch_size=8, warm_epochs=0, joint_epochs=1, last_layer_epochs=0, augment_shift=2)
     return recipe
 
 
@@ -87,22 +87,22 @@ def test_shipped_lite0_recipes_train_on_both_layouts(tmp_path, layout):
 
     root = tmp_path / "data"
     if layout == "folder":
-        for k, photo, i, img in _photos(5):
+        for k, photo, i, img in _photos(3):
             (root / photo).mkdir(parents=True, exist_ok=True)
             img.save(root / photo / f"{i}.png")
-        recipe = _shipped("protopnet_efficientnet_lite0_folder.yaml", {"root": str(root), "image_size": 64})
+        recipe = _shipped("protopnet_efficientnet_lite0_folder.yaml", {"root": str(root), "image_size": 32})
     else:
         rows = {"images.txt": [], "image_class_labels.txt": [], "train_test_split.txt": []}
-        for n, (k, photo, i, img) in enumerate(_photos(5), start=1):
+        for n, (k, photo, i, img) in enumerate(_photos(3), start=1):
             (root / "images" / f"{k + 1:03d}.{photo}").mkdir(parents=True, exist_ok=True)
             img.save(root / "images" / f"{k + 1:03d}.{photo}" / f"{i}.png")
             rows["images.txt"].append(f"{n} {k + 1:03d}.{photo}/{i}.png")
             rows["image_class_labels.txt"].append(f"{n} {k + 1}")
-            rows["train_test_split.txt"].append(f"{n} {int(i < 4)}")
+            rows["train_test_split.txt"].append(f"{n} {int(i < 2)}")
         rows["classes.txt"] = [f"{k + 1} {k + 1:03d}.{p}" for k, p in enumerate(("chelsea", "coffee", "rocket"))]
         for name, lines in rows.items():
             (root / name).write_text("\n".join(lines) + "\n")
-        recipe = _shipped("protopnet_efficientnet_lite0_cub.yaml", {"root": str(root), "image_size": 64,
+        recipe = _shipped("protopnet_efficientnet_lite0_cub.yaml", {"root": str(root), "image_size": 32,
                                                                     "crop_to_bbox": False})
     config = train(recipe, tmp_path / "ckpt", quiet=True)
     assert config["model"]["backbone"] == {"name": "efficientnet_lite0", "pretrained": True}
