@@ -442,3 +442,65 @@ def test_cabrnet_protopnet_state_dict(tmp_path):
     config = import_protopnet(tmp_path / "model_state.pth", tmp_path / "ckpt", arch="resnet18", image_size=SIZE)
     assert (config["imported"]["from"], config["imported"]["add_on"]) == ("cabrnet", "regular")
     check_same_outputs(official, tmp_path / "ckpt")
+
+
+class PublicHyperPgProtoPNet(nn.Module):
+    """The public HyperPg code's ProtoPNet (nips25-12267/12267-hyperpg ``models/protopnet.py`` with the
+    ``hyperpg`` prototype module), its backbone's input transforms left out (see hyperpg_import)."""
+
+    def __init__(self, features: ResNet_features, classes: int, per_class: int, dim: int, out_hw: int):
+        super().__init__()
+        f = features
+        self.backbone = nn.Module()
+        self.backbone.net = nn.Sequential(f.conv1, f.bn1, f.relu, f.maxpool, f.layer1, f.layer2, f.layer3, f.layer4)
+        cin = [m for m in f.modules() if isinstance(m, nn.Conv2d)][-1].out_channels
+        self.neck = nn.Module()
+        self.neck.convs = nn.Sequential(nn.Conv2d(cin, dim, 1), nn.ReLU(), nn.Conv2d(dim, dim, 1), nn.Sigmoid())
+        self.prototype_module = nn.Module()
+        self.prototype_module.prototypes = nn.Parameter(torch.randn(classes, per_class, dim, 1, 1))
+        self.prototype_module.mus = nn.Parameter(torch.rand(classes, per_class, 1))
+        self.prototype_module.sigmas = nn.Parameter(0.3 + 0.5 * torch.rand(classes, per_class, 1))
+        self.clf = nn.Sequential(nn.MaxPool2d((out_hw, out_hw)), nn.Flatten(),
+                                 nn.Linear(classes * per_class, classes, bias=False))
+
+    def forward(self, x):
+        feats = self.neck.convs(self.backbone.net(x))
+        pm = self.prototype_module
+        c, p = pm.prototypes.shape[:2]
+        protos = F.normalize(pm.prototypes.view(c * p, -1), p=2, dim=1)
+        cos = F.conv2d(F.normalize(feats, p=2, dim=1), protos.view(c * p, -1, 1, 1))
+        mus, sigmas = pm.mus.view(1, c * p, 1, 1), pm.sigmas.view(1, c * p, 1, 1)
+        density = -torch.square(cos - mus) / (2 * torch.square(sigmas) + 1e-6) - torch.log(2 * torch.pi * sigmas)
+        return self.clf(density), self.clf[:2](density)
+
+
+def test_hyperpg_lightning_checkpoint(tmp_path):
+    """Same network; edgeproto's scores are log √(2π) above the public code's (its normal-density
+    constant), so each logit is above by log √(2π)·Σ_j w_cj."""
+    import math
+
+    from edgeproto.train.hyperpg_import import import_hyperpg
+
+    torch.manual_seed(0)
+    public = PublicHyperPgProtoPNet(ResNet_features(BasicBlock, [2, 2, 2, 2]), 3, 4, 32, SIZE // 32)
+    with torch.no_grad():
+        for m in public.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+    public.eval()
+    ckpt = {"epoch": 9, "global_step": 90, "pytorch-lightning_version": "2.5.0",
+            "state_dict": {"model." + k: v for k, v in public.state_dict().items()}}
+    torch.save(ckpt, tmp_path / "epoch=009.ckpt")
+    config = import_hyperpg(tmp_path / "epoch=009.ckpt", tmp_path / "ckpt", image_size=SIZE)
+    assert (config["imported"]["arch"], config["model"]["prototypes"]["family"]) == ("resnet18", "hyperpg")
+    model, _ = load_checkpoint(tmp_path / "ckpt")
+    x = torch.randn(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
+    shift = 0.5 * math.log(2 * math.pi)
+    with torch.no_grad():
+        ref_logits, ref_scores = public(x)
+        out = model(x)
+        w = public.clf[2].weight
+    assert_close(out["scores"], ref_scores + shift, "HyperPg scores (+ log √(2π))")
+    assert_close(out["logits"], ref_logits + shift * w.sum(dim=1), "HyperPg logits (+ log √(2π)·Σ_j w_cj)")
+    assert config["imported"]["logit_shift_per_class"] == pytest.approx((shift * w.sum(dim=1)).tolist())

@@ -93,7 +93,7 @@ def infer_arch(features: dict[str, Tensor]) -> str | None:
     return None
 
 
-def _tensor_items(obj: Any) -> dict[str, Tensor] | None:
+def state_dict_of(obj: Any) -> dict[str, Tensor] | None:
     """``obj`` as a state dict (or the state dict under ``state_dict``/``model``), else None."""
     if isinstance(obj, dict):
         if obj and all(isinstance(v, Tensor) for v in obj.values()):
@@ -151,7 +151,7 @@ def read_protopnet(path: str | Path, arch: str | None = None) -> dict:
         attrs = {k: v for k, v in obj.__dict__.items() if not k.startswith("_")}
         state, kind = state_of(obj), "module"
     else:
-        state, kind = _tensor_items(obj), "state_dict"
+        state, kind = state_dict_of(obj), "state_dict"
         if state is None:
             raise EdgeprotoError(f"{path} holds neither a pickled ProtoPNet (model.PPNet) nor a state dict")
         if arch is None:
@@ -251,6 +251,72 @@ def data_config(root: str | Path | None, image_size: int) -> dict | None:
     return {"name": name, "root": str(root), "image_size": image_size}
 
 
+def check_out(out: Path, force: bool, inputs: dict) -> None:
+    """-o/--out: not an input, and a new or empty directory or (with ``force``) an edgeproto checkpoint."""
+    atomic_files.check_output(out, inputs, "-o/--out")
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise EdgeprotoError(f"-o/--out {out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / checkpoint.CONFIG).is_file():
+            raise EdgeprotoError(f"-o/--out {out} is a non-empty directory that is not an edgeproto checkpoint")
+        checkpoint.read_config(out)
+        if not force:
+            raise EdgeprotoError(f"{out} already holds a checkpoint; pass --force to replace it")
+
+
+def load_converted(model, converted: dict[str, Tensor], what: str) -> None:
+    """Strict ``load_state_dict``; a mismatch is one clear error naming the first keys/shapes."""
+    try:
+        model.load_state_dict(converted, strict=True)
+    except RuntimeError as exc:
+        lines = [ln.strip() for ln in str(exc).splitlines()[1:] if ln.strip()]
+        raise EdgeprotoError(f"the weights do not fit {what}: " + "; ".join(lines[:3])) from None
+
+
+def write_imported(out: Path, model, model_cfg: dict, identity: Tensor, *, classes, data, imported: dict) -> dict:
+    """Write the imported ``model`` as a checkpoint directory (atomically) and return its config.
+
+    Class names: ``classes`` (a file), else the ``data`` folder's, else ``class_0…``; every prototype
+    is recorded without a source patch (``no_source``).
+    """
+    num_classes, size = model_cfg["num_classes"], model_cfg["image_size"]
+    names = read_classes(classes, num_classes)
+    data_cfg = data_config(data, size)
+    if data_cfg is not None:
+        from edgeproto.data import build_dataset
+
+        found = list(build_dataset(data_cfg, "test").classes)
+        if len(found) != num_classes:
+            raise EdgeprotoError(f"--data {data} has {len(found)} classes; the checkpoint has {num_classes}")
+        names = names or found
+    names = names or [f"class_{k}" for k in range(num_classes)]
+    records = [{"index": j, "class": int(c), "class_name": names[int(c)], "source_image": None, "latent_hw": None,
+                "patch_box": None, "similarity": None, "projected": False, "no_source": True, "patch_png": None}
+               for j, c in enumerate(identity.tolist())]
+    config = {
+        "recipe": {"name": f"imported-{imported['from']}-{imported['arch']}",
+                   "description": f"imported from {Path(imported['file']).name}", "data": data_cfg, "model": model_cfg},
+        "model": model_cfg,
+        "classes": names,
+        "image_size": size,
+        "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD),
+        "part_names": [],
+        "prototypes": records,
+        "pruned_prototypes": [],
+        "merged_prototypes": {},
+        "metrics": {},
+        "imported": json.loads(json.dumps({**imported, "prototypes_without_source": len(records)}, default=list)),
+        "torch_version": torch.__version__,
+    }
+    with atomic_files.staged_path(out) as stage:
+        stage.mkdir()
+        (stage / "prototypes").mkdir()
+        checkpoint.save_weights(stage, model)
+        checkpoint.save_config(stage, config)
+    return config
+
+
 def import_protopnet(
     path: str | Path,
     out: str | Path,
@@ -261,17 +327,10 @@ def import_protopnet(
     image_size: int | None = None,
     force: bool = False,
 ) -> dict:
-    """Convert an official ProtoPNet checkpoint at ``path`` into the checkpoint directory ``out``."""
+    """Convert an official ProtoPNet (or CaBRNet ProtoPNet) checkpoint at ``path`` into the checkpoint
+    directory ``out``."""
     path, out = Path(path), Path(out)
-    atomic_files.check_output(out, {"checkpoint file": path, "data folder": data, "classes file": classes}, "-o/--out")
-    if out.is_symlink() or (out.exists() and not out.is_dir()):
-        raise EdgeprotoError(f"-o/--out {out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()):
-        if not (out / checkpoint.CONFIG).is_file():
-            raise EdgeprotoError(f"-o/--out {out} is a non-empty directory that is not an edgeproto checkpoint")
-        checkpoint.read_config(out)
-        if not force:
-            raise EdgeprotoError(f"{out} already holds a checkpoint; pass --force to replace it")
+    check_out(out, force, {"checkpoint file": path, "data folder": data, "classes file": classes})
     read = read_protopnet(path, arch)
     state, attrs = read["state"], read["attrs"]
     num_prototypes, dim = state["prototype_vectors"].shape[:2]
@@ -295,53 +354,12 @@ def import_protopnet(
     model = create_model(model_cfg)
     converted = convert_state(state)
     converted["prototype_class_identity"] = torch.nn.functional.one_hot(identity, num_classes).float()
-    try:
-        model.load_state_dict(converted, strict=True)
-    except RuntimeError as exc:
-        lines = [ln.strip() for ln in str(exc).splitlines()[1:] if ln.strip()]
-        raise EdgeprotoError(f"{path}: the weights do not fit a {read['arch']} ProtoPNet with {add_on} add-on: "
-                             + "; ".join(lines[:3])) from None
-    names = read_classes(classes, num_classes)
-    data_cfg = data_config(data, size)
-    if data_cfg is not None:
-        from edgeproto.data import build_dataset
-
-        found = list(build_dataset(data_cfg, "test").classes)
-        if len(found) != num_classes:
-            raise EdgeprotoError(f"--data {data} has {len(found)} classes; the checkpoint has {num_classes}")
-        names = names or found
-    names = names or [f"class_{k}" for k in range(num_classes)]
-    records = [{"index": j, "class": int(c), "class_name": names[int(c)], "source_image": None, "latent_hw": None,
-                "patch_box": None, "similarity": None, "projected": False, "no_source": True, "patch_png": None}
-               for j, c in enumerate(identity.tolist())]
-    config = {
-        "recipe": {"name": f"imported-protopnet-{read['arch']}", "description": f"imported from {path.name}",
-                   "data": data_cfg, "model": model_cfg},
-        "model": model_cfg,
-        "classes": names,
-        "image_size": size,
-        "mean": list(IMAGENET_MEAN),
-        "std": list(IMAGENET_STD),
-        "part_names": [],
-        "prototypes": records,
-        "pruned_prototypes": [],
-        "merged_prototypes": {},
-        "metrics": {},
-        "imported": {"from": read["source"], "file": str(path.resolve()), "sha256": sha256_file(path),
-                     "format": read["format"], "kind": read["kind"], "arch": read["arch"], "add_on": add_on,
-                     "prototypes_without_source": num_prototypes,
-                     "attributes": {k: attrs[k] for k in ("img_size", "prototype_shape", "num_classes", "epsilon",
-                                                          "prototype_activation_function") if k in attrs}},
-        "torch_version": torch.__version__,
-    }
-    config["imported"]["attributes"] = json.loads(json.dumps(config["imported"]["attributes"], default=list))
-    with atomic_files.staged_path(out) as stage:
-        stage.mkdir()
-        (stage / "prototypes").mkdir()
-        checkpoint.save_weights(stage, model)
-        checkpoint.save_config(stage, config)
-    return config
-
+    load_converted(model, converted, f"a {read['arch']} ProtoPNet with {add_on} add-on ({path})")
+    imported = {"from": read["source"], "file": str(path.resolve()), "sha256": sha256_file(path),
+                "format": read["format"], "kind": read["kind"], "arch": read["arch"], "add_on": add_on,
+                "attributes": {k: attrs[k] for k in ("img_size", "prototype_shape", "num_classes", "epsilon",
+                                                     "prototype_activation_function") if k in attrs}}
+    return write_imported(out, model, model_cfg, identity, classes=classes, data=data, imported=imported)
 
 
 __all__ = ["PROTOPNET_ARCHS", "import_protopnet", "infer_arch", "read_protopnet"]
