@@ -116,7 +116,7 @@ def test_plugin_nodes_are_checked():
     maps = onnx.helper.make_tensor_value_info("maps", onnx.TensorProto.FLOAT, [1, 3, 2, 2])
 
     def model(op_type, **attrs):
-        node = onnx.helper.make_node(op_type, ["z"], ["maps"], domain="edgeproto", **attrs)
+        node = onnx.helper.make_node(op_type, ["z"], ["maps"], domain="edgeproto.tensorrt", **attrs)
         return onnx.helper.make_model(onnx.helper.make_graph([node], "g", [z], [maps]))
 
     good = model("L2LogSimilarity", plugin_namespace="edgeproto", plugin_version="1")

@@ -134,7 +134,7 @@ def with_data_root(data: dict, data_root: str | Path | None) -> dict:
     return data
 
 
-def _check_request(target: str, precision: str, guard: str, calib) -> RuntimeSpec:
+def _check_request(target: str, precision: str, guard: str, calib, ops: str = "inline") -> RuntimeSpec:
     spec = get_runtime(target)
     compilable = [n for n, r in RUNTIMES.items() if not r.host_only and r.artifacts_of is None]
     if spec.artifacts_of is not None:
@@ -144,6 +144,10 @@ def _check_request(target: str, precision: str, guard: str, calib) -> RuntimeSpe
         raise EdgeprotoError(f"edgeproto cannot compile for {target!r} (compilable: {', '.join(compilable)})")
     spec.check_precision(precision)
     check_guard(guard)
+    if ops not in spec.ops:
+        with_ops = [n for n, r in RUNTIMES.items() if ops in r.ops]
+        raise EdgeprotoError(f"--ops {ops}: {target} writes its prototype ops as {', '.join(spec.ops)} "
+                             f"(--ops {ops} is for {', '.join(with_ops) or 'no target'})")
     if isinstance(calib, bool) or not isinstance(calib, (int, np.integer)) or calib < 1:
         raise EdgeprotoError(f"calib must be a whole number of images, at least 1 (got {calib!r})")
     spec.require(precision, compiling=True)
@@ -253,8 +257,13 @@ def compile_bundle(
     progress: bool = True,
     force: bool = False,
     data_root: str | Path | None = None,
+    ops: str = "inline",
 ) -> dict:
     """Compile the bundle's model for ``target`` at ``precision``; return the manifest entry.
+
+    ``ops``: how the prototype ops are written, for runtimes that offer a choice (TensorRT:
+    ``inline`` standard ops, or ``plugin`` nodes run by edgeproto's TensorRT plugins). One artifact
+    per (target, precision, guard): compiling the other form replaces it (``force``).
 
     An artifact that is already there is refused unless ``force`` (then it is rebuilt and replaced).
     ``data_root``: where the recipe's image folder is now (int8 calibration), when not where the
@@ -267,7 +276,7 @@ def compile_bundle(
     leaves the bundle unchanged) on a bad request, a missing runtime, a corrupt bundle, an
     empty train split, or an artifact that does not run.
     """
-    spec = _check_request(target, precision, guard, calib)
+    spec = _check_request(target, precision, guard, calib, ops)
     bundle = _open(bundle_path)
     key = artifact_key(target, precision, guard)
     if key in bundle.manifest.get("compiled", {}) and not force:
@@ -294,8 +303,9 @@ def compile_bundle(
         built = stage / key
         built.mkdir()
         entry = {"target": target, "precision": precision, "guard": guard}
+        options = {"ops": ops} if len(spec.ops) > 1 else {}
         entry.update(backend.build(bundle, built, precision=precision, guard=guard, calibration=calibration,
-                                   progress=progress))
+                                   progress=progress, **options))
         if calibration is not None:
             entry["calibration"] = calibration.record()
         checker = get_runtime(spec.check_with) if spec.check_with else spec

@@ -33,7 +33,8 @@ class RuntimeSpec:
     ``artifacts_of``: runs the artifacts another runtime compiles (e.g. ``tensorrt-graph``);
     ``check_with``: the runtime that test-runs a fresh artifact in ``compile`` (the engine of
     ``tensorrt`` is built on the device, so its graph is checked on the CPU);
-    ``unsupported``: why a precision is missing, said in the error.
+    ``unsupported``: why a precision is missing, said in the error; ``ops``: how ``compile`` may
+    write the prototype ops (``inline``: standard ops; ``plugin``: TensorRT plugin nodes).
     """
 
     name: str
@@ -51,6 +52,7 @@ class RuntimeSpec:
     check_with: str | None = None
     requires_compile: bool = False
     unsupported: dict[str, str] = field(default_factory=dict)
+    ops: tuple[str, ...] = ("inline",)
 
     @property
     def artifact_target(self) -> str:
@@ -113,6 +115,7 @@ RUNTIMES: dict[str, RuntimeSpec] = {spec.name: spec for spec in (
         summary="TensorRT engine of the TensorRT-ready graph, built on the device with Polygraphy (GPU, Jetson)",
         packages=("tensorrt", "polygraphy"), extra="edgeproto[tensorrt]", precisions=("fp32", "fp16", "int8"),
         compile_packages={"*": ("onnxruntime",)}, check_with="tensorrt-graph", requires_compile=True, devices="GPU",
+        ops=("inline", "plugin"),
         unsupported={"bf16": " (the TensorRT-ready graphs are fp32, fp16 or int8)"},
     ),
     RuntimeSpec(

@@ -12,6 +12,10 @@ the engine is built *strongly typed* from a graph that already says which tensor
   **symmetric** — TensorRT's parser requires zero points of 0 — calibrated on the train split),
   the prototype subgraph excluded when guarded; then inlined.
 
+``ops="plugin"`` keeps the prototype node instead of inlining it: a bare plugin node
+(:mod:`.plugins`) without function body, so TensorRT runs edgeproto's plugin kernel. Its body goes to
+``functions.onnx`` beside the graph, from which the CPU runner (``tensorrt-graph``) executes the node.
+
 The graph is checked with ``onnx.checker`` (full check) and against TensorRT's ONNX parser op list
 and restrictions (:mod:`.parser_ops`). Engines are not built here: they are built on the device at
 first load (:mod:`.runner`) and cached beside the bundle. Because the precision is in the graph,
@@ -37,8 +41,12 @@ from edgeproto.runtimes.onnxruntime.compile import (
     prototype_subgraph,
 )
 from edgeproto.runtimes.tensorrt.parser_ops import graph_problems
+from edgeproto.runtimes.tensorrt.plugins import NAMESPACE
+from edgeproto.runtimes.tensorrt.plugins.graph import FUNCTIONS_FILE, plugin_graph, plugin_nodes
 
-__all__ = ["build", "prototype_math_is_fp32"]
+__all__ = ["OPS", "build", "prototype_math_is_fp32"]
+
+OPS = ("inline", "plugin")
 
 
 def _tensor_types(model: onnx.ModelProto) -> dict[str, int]:
@@ -50,35 +58,43 @@ def _tensor_types(model: onnx.ModelProto) -> dict[str, int]:
 
 
 def build(bundle: Bundle, out_dir: Path, *, precision: str, guard: str, calibration=None,
-          progress: bool = True) -> dict:
+          progress: bool = True, ops: str = "inline") -> dict:
     """Write ``out_dir/model.onnx`` (the TensorRT-ready graph) for ``precision``; return the entry's fields."""
     out = out_dir / "model.onnx"
     model = load_model(bundle)
     z = feature_input(model)
     guarded = prototype_subgraph(model, z) if guard == "prototypes" else None
-    entry: dict = {"model": f"compiled/{out_dir.name}/model.onnx", "ops": "inline",
+    if ops not in OPS:
+        raise EdgeprotoError(f"unknown --ops {ops!r}; known: {', '.join(OPS)}")
+    if ops == "plugin" and precision != "fp32" and guarded is None:
+        raise EdgeprotoError("--ops plugin runs the prototype op as a float32 plugin: it needs the explanation "
+                             "guard (--guard prototypes) at fp16 and int8")
+    finish = inline_prototypes if ops == "inline" else (lambda m: plugin_graph(m, out_dir / FUNCTIONS_FILE))
+    entry: dict = {"model": f"compiled/{out_dir.name}/model.onnx", "ops": ops,
                    "engine": "built on the device at first load (Polygraphy), cached beside the bundle"}
     if precision == "fp32":
-        result = inline_prototypes(model)
+        result = finish(model)
         kept = prototype_subgraph(model, z)
     elif precision == "fp16":
-        result = inline_prototypes(half_graph(model, guarded))
+        result = finish(half_graph(model, guarded))
         kept = guarded or []
     elif precision == "int8":
         staged = out_dir / "qdq.onnx"
         entry["quantization"] = int8_graph(model, staged, guarded, calibration, symmetric=True)
-        result = inline_prototypes(onnx.load(staged))
+        result = finish(onnx.load(staged))
         staged.unlink()
         kept = guarded or []
     else:  # compile.py checks first
         raise EdgeprotoError(f"tensorrt cannot compile precision {precision!r}")
-    if prototype_nodes(result) or result.functions:
+    if ops == "inline" and (prototype_nodes(result) or result.functions):
         raise EdgeprotoError("the TensorRT graph still holds edgeproto nodes or functions after inlining")
+    if ops == "plugin":
+        entry["plugins"] = sorted({f"{NAMESPACE}::{n.op_type}" for n in plugin_nodes(result)})
     try:
         onnx.checker.check_model(result, full_check=True)
     except Exception as exc:  # noqa: BLE001 -- the checker raises several types
         raise EdgeprotoError(f"the TensorRT-ready graph fails onnx.checker: {exc}") from None
-    problems = graph_problems(result)
+    problems = graph_problems(result, allow_plugins=ops == "plugin")
     if problems:
         raise EdgeprotoError("TensorRT's ONNX parser would refuse the graph: " + "; ".join(problems[:5]))
     missing = [n for n in OUTPUTS if n not in {o.name for o in result.graph.output}]

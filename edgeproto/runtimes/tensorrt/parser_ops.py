@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import onnx
 
-from edgeproto.layers import ONNX_DOMAIN
+from edgeproto.runtimes.tensorrt.plugins import DOMAIN as PLUGIN_DOMAIN
 
 PARSER_OPS = frozenset("""
 Abs Acos Acosh Add And ArgMax ArgMin Asin Asinh Atan Atanh AveragePool BatchNormalization Cast CastLike Ceil
@@ -49,7 +49,7 @@ def graph_problems(model: onnx.ModelProto, *, allow_plugins: bool = False) -> li
     standard = None
     for node in model.graph.node:
         if node.domain not in ("", "ai.onnx"):
-            if node.domain == ONNX_DOMAIN and allow_plugins:
+            if node.domain == PLUGIN_DOMAIN and allow_plugins:
                 attrs = {a.name for a in node.attribute}
                 standard = standard if standard is not None else standard_op_names()
                 if "plugin_namespace" not in attrs:

@@ -7,7 +7,8 @@
   (:mod:`.engine_cache`) → ``TrtRunner``. Needs TensorRT and a CUDA GPU (a Jetson or a desktop GPU).
 - :class:`GraphRunner` (target ``tensorrt-graph``): the same graph executed by ONNX Runtime on the
   CPU, so a host without TensorRT reports the fidelity of exactly the numerics TensorRT is given.
-  It says so in its ``device``.
+  It says so in its ``device``. A plugin graph (``--ops plugin``) runs its prototype nodes by their
+  ONNX bodies (``functions.onnx`` beside the graph): the reference numerics of the plugin kernel.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from edgeproto.errors import EdgeprotoError
 from edgeproto.runner_contract import runner_info
 from edgeproto.runtimes.onnxruntime.runner import OnnxRuntimeRunner
 from edgeproto.runtimes.tensorrt import engine_cache
+from edgeproto.runtimes.tensorrt.plugins.graph import FUNCTIONS_FILE, attach_functions, is_plugin_graph, plugin_nodes
 
 DEFAULT_MAX_BATCH = 32
 
@@ -34,11 +36,28 @@ class GraphRunner(OnnxRuntimeRunner):
         if device is not None and str(device).upper() != "CPU":
             raise EdgeprotoError(f"tensorrt-graph runs the TensorRT graph on the CPU (asked for device {device!r}); "
                                  "use --target tensorrt on a machine with TensorRT")
-        super().__init__(model, precision=precision, device="CPU", threads=threads)
+        super().__init__(_cpu_graph(Path(model)), precision=precision, device="CPU", threads=threads)
 
     @property
     def device(self) -> str:
         return "CPU (ONNX Runtime executing the TensorRT-ready graph)"
+
+
+def _cpu_graph(path: Path) -> Path | bytes:
+    """``path``, or — for a plugin graph — the graph with its prototype bodies attached (bytes)."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:  # noqa: BLE001 -- protobuf / IO errors
+        raise EdgeprotoError(f"cannot read the TensorRT graph {path}: {exc}") from None
+    if not is_plugin_graph(model):
+        return path
+    bodies = path.parent / FUNCTIONS_FILE
+    if not bodies.is_file():
+        raise EdgeprotoError(f"{path} is a plugin graph but {bodies.name} (its prototype bodies) is missing beside "
+                             "it: recompile with --force")
+    return attach_functions(model, bodies).SerializeToString()
 
 
 class TensorRtRunner:
@@ -62,6 +81,7 @@ class TensorRtRunner:
 
         self._path = Path(model)
         self._precision = precision
+        self.plugins = _register_plugins(self._path)
         self.max_batch = int(max_batch)
         self.version = trt.__version__
         size = _input_size(self._path)
@@ -107,7 +127,7 @@ class TensorRtRunner:
 
     def info(self) -> dict:
         return runner_info(self, None, "TensorRT (GPU)", polygraphy=self._polygraphy_version,
-                           engine=self.cache_note, max_batch=self.max_batch)
+                           engine=self.cache_note, max_batch=self.max_batch, plugins=self.plugins)
 
     def close(self) -> None:
         runner = getattr(self, "_runner", None)
@@ -127,6 +147,16 @@ def _input_size(path: Path) -> int:
 
     dims = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
     return int(dims[2].dim_value)
+
+
+def _register_plugins(path: Path) -> list[str]:
+    """Register the plugins a plugin graph needs before it is parsed (none for an inlined graph)."""
+    import onnx
+
+    from edgeproto.runtimes.tensorrt.plugins import register_plugins
+
+    nodes = plugin_nodes(onnx.load(str(path), load_external_data=False))
+    return register_plugins({n.op_type for n in nodes}) if nodes else []
 
 
 def _import_tensorrt():
