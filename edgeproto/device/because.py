@@ -49,9 +49,7 @@ def local_importance(explainer, raw: np.ndarray, maps: dict[int, np.ndarray]) ->
 def add_because(explainer, result):
     """``result`` (an :class:`~edgeproto.device.explainer.Explanation`) with ``because`` on each top prototype."""
     local = local_importance(explainer, result.raw, {p.prototype: p.map for p in result.top})
-    if explainer._because_global is None:
-        explainer._because_global = global_importance(explainer.bundle) or {}
-    top = tuple(dataclasses.replace(p, because={"local": local[p.prototype],
-                                                "global": explainer._because_global.get(p.prototype)})
+    glob = explainer.global_because()
+    top = tuple(dataclasses.replace(p, because={"local": local[p.prototype], "global": glob.get(p.prototype)})
                 for p in result.top)
     return dataclasses.replace(result, top=top)

@@ -188,6 +188,14 @@ class Explainer:
             self._map_range = map_range(self.bundle)
         return self._map_range
 
+    def global_because(self) -> dict[int, dict[str, float]]:
+        """The bundle's global "because" importances per prototype (empty when exported without them)."""
+        if self._because_global is None:
+            from edgeproto.device.because import global_importance
+
+            self._because_global = global_importance(self.bundle) or {}
+        return self._because_global
+
     @property
     def info(self) -> dict:
         """The runtime really used: ``target`` plus the runner's :meth:`info`."""
