@@ -3,8 +3,8 @@
 1. **overhead**: per-frame cost of an explanation over bare inference in the persistent API
    (``Explainer``), for the default model (a bundle you pass) and a CUB-scale model (ResNet-18-sized
    ``small_resnet``, 224 px, 2000 L2 prototypes, 200 classes, untrained weights — the
-   ``benchmarks/bench_targets.py`` configuration). Calls are interleaved (bare, bare + preprocessing,
-   explain, …) so a noisy shared CPU hits all three alike; medians.
+   ``benchmarks/bench_targets.py`` configuration). Blocks of 25 frames alternate (bare, bare +
+   preprocessing, explain, …) so a noisy shared CPU hits all three alike; per-frame medians.
 2. **cold**: a cold ``edgeproto explain BUNDLE IMAGE`` (a fresh process: imports, bundle check,
    session, figure) vs a bare ONNX Runtime script doing the same inference; wall time and peak RSS,
    median of N; then where the difference goes (``python -X importtime``, cumulative per top-level package).
@@ -90,7 +90,9 @@ def frames_for(bundle: Path, n: int) -> list[np.ndarray]:
     return [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(n)]
 
 
-def overhead(bundle: Path, label: str, n: int, threads: int) -> dict:
+def overhead(bundle: Path, label: str, n: int, threads: int, block: int = 25) -> dict:
+    """Per-frame medians of bare inference, inference + preprocessing, and a full explanation, in
+    alternating blocks of ``block`` frames (each loop in steady state; load drift hits all three)."""
     from edgeproto.device.explainer import Explainer
 
     frames = frames_for(bundle, n)
@@ -99,19 +101,18 @@ def overhead(bundle: Path, label: str, n: int, threads: int) -> dict:
         for i in range(min(10, n)):  # warm-up
             ex.runner.run(xs[i])
             ex.explain(frames[i])
-        bare, pre, full = [], [], []
-        for f, x in zip(frames, xs):
-            t0 = time.perf_counter()
-            ex.runner.run(x)
-            t1 = time.perf_counter()
-            ex.runner.run(ex.to_input(f[None]))
-            t2 = time.perf_counter()
-            ex.explain(f)
-            t3 = time.perf_counter()
-            bare.append(t1 - t0)
-            pre.append(t2 - t1)
-            full.append(t3 - t2)
-        med = {k: statistics.median(v) * 1e3 for k, v in (("bare_ms", bare), ("bare_pre_ms", pre), ("explain_ms", full))}
+        loops = {"bare_ms": lambda f, x: ex.runner.run(x),
+                 "bare_pre_ms": lambda f, x: ex.runner.run(ex.to_input(f[None])),
+                 "explain_ms": lambda f, x: ex.explain(f)}
+        times: dict[str, list[float]] = {k: [] for k in loops}
+        for start in range(0, n, block):
+            chunk = list(zip(frames[start:start + block], xs[start:start + block]))
+            for key, fn in loops.items():
+                for f, x in chunk:
+                    t0 = time.perf_counter()
+                    fn(f, x)
+                    times[key].append(time.perf_counter() - t0)
+        med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
         info = ex.info
     return {"model": label, "frames": n, **{k: round(v, 4) for k, v in med.items()},
             "overhead_vs_bare_pre": round(med["explain_ms"] / med["bare_pre_ms"] - 1, 4),
