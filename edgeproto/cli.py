@@ -10,7 +10,9 @@ from edgeproto import __version__
 from edgeproto.commands.bench import bench
 from edgeproto.commands.compile import compile
 from edgeproto.commands.explain import explain
+from edgeproto.commands.import_ import import_
 from edgeproto.commands.export import export
+from edgeproto.commands.serve import serve
 from edgeproto.commands.train import info, train
 from edgeproto.commands.validate import validate
 from edgeproto.commands.verify import verify
@@ -23,7 +25,7 @@ def cli() -> None:
     """Interpretable prototype models from training to edge devices."""
 
 
-for command in (train, info, export, compile, explain, verify, validate, bench):
+for command in (train, info, import_, export, compile, explain, serve, verify, validate, bench):
     cli.add_command(command)
 
 

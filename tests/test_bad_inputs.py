@@ -382,6 +382,12 @@ CASES = [
          s_text("x.png", "not a png"), needs=("bundle",)),
     Case("explain-k-zero", ["explain", "{bundle}", "{tmp}/img.png", "-o", "{tmp}/e", "-k", "0"], "k must be",
          s_image, needs=("bundle",)),
+    Case("explain-video-missing", ["explain", "{bundle}", "{tmp}/nope.mp4"], "video file not found", needs=("bundle",)),
+    Case("explain-max-frames-zero", ["explain", "{bundle}", "{tmp}/img.png", "--max-frames", "0"],
+         "--max-frames must be at least 1", s_image, needs=("bundle",)),
+    Case("explain-video-not-a-video", ["explain", "{bundle}", "{tmp}/x.mp4", "-o", "{tmp}/v"], "cannot open video",
+         s_text("x.mp4", "not a video"), needs=("bundle",)),
+    Case("serve-negative-rate", ["serve", "{bundle}", "--rate", "-1"], "--rate must be >= 0", needs=("bundle",)),
     # ---- validate
     Case("validate-targets-without-sweep", ["validate", "{bundle}", "--targets", "onnxruntime"], "--targets is for --sweep",
          needs=("bundle",)),

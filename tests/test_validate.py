@@ -282,6 +282,12 @@ def test_fp32_passes_strict_thresholds_and_writes_report(bundle_dir, tmp_path, t
     page = (tmp_path / "r" / "report.html").read_text()
     assert page.count("data:image/png;base64,") >= 4 * len(report["examples"])
     assert 'class="badge PASS"' in page and "top1_prototype_agreement" in page and "<style>" in page
+    for side in ("reference", "target"):  # the confusion matrix adds up to the images and the accuracy
+        cm = np.asarray(report["accuracy"]["confusion"][side])
+        assert cm.sum() == 64 and np.trace(cm) / 64 == pytest.approx(report["accuracy"][side])
+    assert "Confusion matrix" in page
+    wrong = [e for e in report["examples"] if e["target"]["pred"] != e["label"]]
+    assert page.count('class="tag misclassified"') == len(wrong)
 
 
 def test_impossible_threshold_fails_and_names_it(bundle_dir, tmp_path, capsys):

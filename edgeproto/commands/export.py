@@ -36,20 +36,32 @@ def render_export(out: str, manifest: dict) -> None:
 @click.option("--golden", type=int, default=16, show_default=True, help="test images stored with reference outputs")
 @click.option("--atol", type=float, default=1e-5, show_default=True, help="export check: absolute tolerance")
 @click.option("--rtol", type=float, default=1e-4, show_default=True, help="export check: relative tolerance")
+@click.option("--analysis-images", default="500", show_default=True,
+              help="training images analysed for the on-device extras (prototype source images, nearest-patch "
+                   "gallery, 'because' importances; needs OpenCV), spread evenly over the train split: a number, 'all', or 0 to skip")
 @click.option("--zip", "as_zip", is_flag=True, help="write one OUT.zip instead of a directory")
 @click.option("--force", is_flag=True, help="replace an existing OUT")
 @json_option("print the export check as JSON")
 def export(checkpoint: str, out: str, ops: str, opset: int, golden: int, atol: float, rtol: float,
-           as_zip: bool, force: bool, as_json: bool) -> None:
+           analysis_images: str, as_zip: bool, force: bool, as_json: bool) -> None:
     """Export a checkpoint to a deployment bundle, checked in ONNX Runtime against PyTorch."""
+    from edgeproto.errors import EdgeprotoError
     from edgeproto.progress import status_line
+
+    if analysis_images.strip().lower() == "all":
+        images = None
+    elif analysis_images.strip().isdigit():
+        images = int(analysis_images)
+    else:
+        raise EdgeprotoError(f"--analysis-images must be a number >= 0 or 'all', got {analysis_images!r}")
 
     with status_line(not as_json, "export") as status:
         status("loading PyTorch and ONNX")
         from edgeproto.export.bundle_writer import export_bundle
 
         manifest = export_bundle(checkpoint, out, ops=ops, opset=opset, golden=golden, atol=atol, rtol=rtol,
-                                 force=force, as_zip=as_zip, status=status)
+                                 force=force, as_zip=as_zip, analysis_images=images,
+                                 status=status)
     if as_json:
         click.echo(json.dumps({"bundle": out, "model": manifest["model"], "export_check": manifest["export_check"]},
                               indent=2))

@@ -57,6 +57,8 @@ flex-wrap:wrap}
 .side.ref{border-color:#0969da}.side.tgt{border-color:#8250df}
 .tag{display:inline-block;font-size:11px;padding:1px 6px;border-radius:10px;background:#eaeef2;margin-right:4px}
 .tag.worst{background:#ffebe9;color:#cf222e}
+.tag.misclassified{background:#cf222e;color:#fff}
+table.cm td.hit{background:#dafbe1;font-weight:700}table.cm td.miss{background:#ffebe9;color:#cf222e;font-weight:700}
 details{margin:8px 0}summary{cursor:pointer;font-weight:600}
 img.chart{max-width:100%;border:1px solid #d0d7de}
 .sweep table{font-size:12px}.sweep th,.sweep td{padding:3px 5px}
@@ -291,7 +293,9 @@ def example_card(ex: dict, bundle_root: Path) -> str:
     side = _side_side(raw.shape[0])
     ref, tgt, f = ex["reference"], ex["target"], ex["fidelity"]
     differs = not (f["top1"] and f["prediction"])
-    tags = "".join(f'<span class="tag {_e(k)}">{_e(k)}</span>' for k in ex["kind"])
+    wrong = tgt["pred"] != ex.get("label", tgt["pred"])
+    kinds = [k for k in ex["kind"] if k != "misclassified"] + (["misclassified"] if wrong else [])
+    tags = "".join(f'<span class="tag {_e(k)}">{_e(k)}</span>' for k in kinds)
     rows = [
         f"<b>image {ex['id']}</b> {tags}",
         f"label: {_e(ex['label_name'])}",
@@ -330,6 +334,22 @@ def _badge(passed: bool) -> str:
     return f'<span class="badge {"PASS" if passed else "FAIL"}">{"PASS" if passed else "FAIL"}</span>'
 
 
+def confusion_table(matrix: list[list[int]], classes: list[str], reference: list[list[int]] | None = None) -> str:
+    """Rows: true label; columns: the target's prediction (the reference's count in brackets where it
+    differs). Diagonal green, off-diagonal misclassifications red."""
+    head = "".join(f"<th>{_e(c)}</th>" for c in classes)
+    rows = []
+    for i, row in enumerate(matrix):
+        cells = []
+        for j, n in enumerate(row):
+            ref = reference[i][j] if reference is not None else n
+            cls = "hit" if i == j and n else ("miss" if n else "")
+            cells.append(f"<td class='{cls}'>{n}{f' ({ref})' if ref != n else ''}</td>")
+        rows.append(f"<tr><th class='l'>{_e(classes[i])}</th>{''.join(cells)}</tr>")
+    return (f"<table class='cm'><tr><th class='l'>label ↓ · predicted →</th>{head}</tr>{''.join(rows)}</table>"
+            "<p class='meta'>Counts of the target; in brackets the PyTorch reference's where it differs.</p>")
+
+
 def _validate_body(r: dict, heading: bool = True) -> str:
     t, d, m, a = r["target"], r["data"], r["model"], r["accuracy"]
     root = Path(r["bundle"])
@@ -348,6 +368,9 @@ def _validate_body(r: dict, heading: bool = True) -> str:
     out.append("<h2>Accuracy</h2>" + _table(
         ["", "reference (PyTorch)", "target", "prediction agreement"],
         [["top-1 accuracy", fmt(a["reference"]), fmt(a["target"]), fmt(a["prediction_agreement"])]]))
+    if a.get("confusion"):
+        out.append("<h3>Confusion matrix</h3>" + confusion_table(a["confusion"]["target"], m["classes"],
+                                                                 a["confusion"]["reference"]))
     out.append("<h2>Numerical parity (target − reference, all images)</h2>" + parity_table(r["parity"]))
     out.append("<h2>Explanation fidelity</h2>" + fidelity_table(r["fidelity"]))
     out.append("<h2>Localization against ground-truth parts</h2>" + localization_section(r.get("localization")))

@@ -261,6 +261,9 @@ def _side(out: dict, pos: int, last: np.ndarray, proto_cls: np.ndarray, size: in
     return {"pred": pred, "pred_name": classes[pred] if 0 <= pred < len(classes) else str(pred), "top": top}
 
 
+MISCLASSIFIED_SHOWN = 4
+
+
 def _examples(ctx: _Context, act_out: dict, values: dict, worst: list[dict], samples: int) -> list[dict]:
     last, proto_cls = ctx.bundle.last_layer(), ctx.prototype_classes()
     classes, protos = list(ctx.bundle.classes), ctx.bundle.prototypes
@@ -271,6 +274,8 @@ def _examples(ctx: _Context, act_out: dict, values: dict, worst: list[dict], sam
             chosen.setdefault(pos, []).append("sample")
     for w in worst:
         chosen.setdefault(w["position"], []).append("worst")
+    for pos in np.flatnonzero(values["act_pred"] != ctx.labels)[:MISCLASSIFIED_SHOWN].tolist():
+        chosen.setdefault(pos, []).append("misclassified")  # wrong answers are shown with their explanation
     out = []
     for pos, kinds in chosen.items():
         img_id = int(ctx.ids[pos])
@@ -285,6 +290,13 @@ def _examples(ctx: _Context, act_out: dict, values: dict, worst: list[dict], sam
             "_raw": ctx.ds.raw_image(img_id),
         })
     return out
+
+
+def confusion(labels: np.ndarray, predicted: np.ndarray, classes: int) -> list[list[int]]:
+    """Confusion matrix (rows: true label, columns: prediction) as nested lists of counts."""
+    m = np.zeros((classes, classes), dtype=np.int64)
+    np.add.at(m, (np.asarray(labels, dtype=np.int64), np.asarray(predicted, dtype=np.int64)), 1)
+    return m.tolist()
 
 
 def _evaluate(ctx: _Context, runner: Runner, *, target: str, precision: str, guard: str, limits: dict,
@@ -355,7 +367,9 @@ def _evaluate(ctx: _Context, runner: Runner, *, target: str, precision: str, gua
         "checks": checks,
         "figures": figures,
         "accuracy": {"reference": ref_acc, "target": act_acc, "prediction_agreement": summary["prediction"],
-                     "drop": ref_acc - act_acc},
+                     "drop": ref_acc - act_acc,
+                     "confusion": {"reference": confusion(ctx.labels, values["ref_pred"], len(classes)),
+                                   "target": confusion(ctx.labels, values["act_pred"], len(classes))}},
         "parity": parity,
         "fidelity": summary,
         "localization": loc,

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from edgeproto.data.options import DATASETS, SPLITS, check_config
+from edgeproto.errors import EdgeprotoError
 
 if TYPE_CHECKING:
     from edgeproto.data.base import ImageDataset
@@ -27,6 +28,9 @@ def build_dataset(config: Mapping[str, Any], split: str) -> ImageDataset:
     ``config["name"]`` picks the dataset; the other keys are its options (see each dataset class).
     Unknown names or keys raise EdgeprotoError listing the allowed ones.
     """
+    if config is None:
+        raise EdgeprotoError("this checkpoint has no dataset (it was imported without --data): import it again "
+                             "with --data DIR (an image folder or the CUB-200-2011 layout)")
     name, options = check_config(config, split)
     module_name, class_name, _, _ = DATASETS[name]
     dataset_class = getattr(importlib.import_module(module_name), class_name)

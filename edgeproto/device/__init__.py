@@ -1,1 +1,2 @@
-"""The device-side product: explain an image, draw the figure, verify a bundle. Imports no torch."""
+"""The device-side product: the persistent explainer, explain over images / folders / video / camera,
+the figure, "because" importances, the HTTP server, verify a bundle. Imports no torch."""

@@ -104,6 +104,7 @@ def export_bundle(
     rtol: float = 1e-4,
     force: bool = False,
     as_zip: bool = False,
+    analysis_images: int | None = 0,
     status=None,
 ) -> dict:
     """Write the bundle for ``checkpoint`` at ``out`` (or ``out`` as one ``.zip``); return the manifest.
@@ -112,6 +113,9 @@ def export_bundle(
     the PyTorch outputs on the golden inputs within ``atol + rtol·|ref|`` with the same top-1
     prototype; otherwise nothing is left behind and an ``EdgeprotoError`` gives the differences.
     ``status(text)``, when given, is told each step (the CLI shows it on stderr).
+    ``analysis_images``: training images analysed for the on-device extras
+    (:mod:`edgeproto.export.analysis`: prototype source images, nearest-patch gallery, global
+    "because" importances); 0 skips them, None analyses the whole train split.
     """
     status = status or (lambda text: None)
     out = Path(out)
@@ -130,6 +134,9 @@ def export_bundle(
         raise EdgeprotoError(f"opset {opset} is not supported (supported: {SUPPORTED_OPSETS.start}..{SUPPORTED_OPSETS.stop - 1})")
     if golden < 1:
         raise EdgeprotoError("--golden must be at least 1")
+    if analysis_images is not None and (isinstance(analysis_images, bool) or not isinstance(analysis_images, int)
+                                        or analysis_images < 0):
+        raise EdgeprotoError(f"--analysis-images must be an integer >= 0 or 'all', got {analysis_images!r}")
     checkpoint = Path(checkpoint)
     status("loading the checkpoint")
     model, config = load_checkpoint(checkpoint)
@@ -141,7 +148,7 @@ def export_bundle(
     last_layer = model.class_weights().numpy().astype(np.float32)
 
     args = (checkpoint, config, model, family, inputs, ids, labels, reference, last_layer, ops, opset, atol, rtol,
-            status)
+            analysis_images, status)
     if not as_zip:
         with atomic_files.staged_path(out) as stage:
             return _assemble(stage, *args)
@@ -156,7 +163,7 @@ def export_bundle(
 
 
 def _assemble(stage, checkpoint, config, model, family, inputs, ids, labels, reference, last_layer,
-              ops, opset, atol, rtol, status) -> dict:
+              ops, opset, atol, rtol, analysis_images, status) -> dict:
     """Write every bundle file into the empty directory ``stage`` and return the manifest."""
     stage.mkdir()
     status(f"exporting to ONNX (opset {opset}, ops={ops})")
@@ -165,7 +172,8 @@ def _assemble(stage, checkpoint, config, model, family, inputs, ids, labels, ref
     atomic_files.write_bytes(stage / "model.onnx", onnx_model.SerializeToString())
 
     status("checking the ONNX model in ONNX Runtime against PyTorch")
-    actual = OnnxRuntimeRunner(_runnable(onnx_model, ops, opset)).run(inputs)
+    check_runner = OnnxRuntimeRunner(_runnable(onnx_model, ops, opset))
+    actual = check_runner.run(inputs)
     compared = compare_golden(reference, actual, prototype_classes(config["prototypes"]), atol=atol, rtol=rtol)
     diffs, agreement = compared["diffs"], compared["top1_prototype_agreement"]
     ok = all(d["within_tolerance"] for d in diffs.values())
@@ -191,6 +199,14 @@ def _assemble(stage, checkpoint, config, model, family, inputs, ids, labels, ref
     for n in OUTPUTS:
         np.save(stage / golden_files[n], reference[n])
 
+    extras = {}
+    if analysis_images != 0:
+        from edgeproto.export.analysis import analyse
+
+        extras = analyse(stage, config, check_runner.run, images=analysis_images, status=status)
+    prototypes = [dict(rec, **({"source_png": extras["sources"][j]} if j in extras.get("sources", {}) else {}))
+                  for j, rec in enumerate(config["prototypes"])]
+
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -210,8 +226,9 @@ def _assemble(stage, checkpoint, config, model, family, inputs, ids, labels, ref
         "classes": config["classes"],
         "data": config["recipe"]["data"],
         "part_names": config.get("part_names", []),
-        "prototypes": config["prototypes"],
-        "explain": {"last_layer": "explain/last_layer.npy", "rank_by": RANK_BY},
+        "prototypes": prototypes,
+        "explain": {"last_layer": "explain/last_layer.npy", "rank_by": RANK_BY,
+                    **{key: extras[key] for key in ("because", "gallery") if key in extras}},
         "golden": {"files": golden_files, "dataset_split": "test", "dataset_indices": ids, "labels": labels},
         "export_check": check,
         "compiled": {},

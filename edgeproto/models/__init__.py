@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from torch import nn
 
+from edgeproto.models import densenet, efficientnet_lite, resnet, vgg  # noqa: F401  (register their backbones)
 from edgeproto.models.backbones import backbones, create_backbone, register_backbone
 from edgeproto.models.cbr_autoencoder import CbrAutoencoderNet, CbrDecoder, CbrEncoder
-from edgeproto.models.prototype_net import HEADS, NonNegLinear, PrototypeLayer, PrototypeNet, TverskyHead
+from edgeproto.models.prototype_net import ADD_ONS, HEADS, NonNegLinear, PrototypeLayer, PrototypeNet, TverskyHead
 
 ARCHS = ("protopnet", "cbr_ae")
 
@@ -16,7 +17,8 @@ def create_model(config: dict, backbone: nn.Module | None = None) -> PrototypeNe
 
     ``config``: ``{"num_classes", "in_channels", "backbone": {"name", ...kwargs},
     "prototypes": {"family", "per_class", "dim", "attrs"}, "head", "head_features", "head_attrs"}``
-    (the head keys are optional: ``linear`` by default); ``"arch": "cbr_ae"`` (with a
+    (the head keys are optional: ``linear`` by default; ``"add_on"``: ``regular`` (default) or
+    ``bottleneck``, ProtoPNet's two add-on types); ``"arch": "cbr_ae"`` (with a
     ``cbr_encoder`` backbone and ``"image_size"``) builds the case-based reasoning autoencoder
     instead of the ProtoPNet-shaped network. Pass ``backbone`` to plug in any
     ``nn.Module`` that has an ``out_channels`` attribute (its config entry is then ignored).
@@ -44,10 +46,12 @@ def create_model(config: dict, backbone: nn.Module | None = None) -> PrototypeNe
         head=config.get("head", "linear"),
         head_features=config.get("head_features", 0),
         head_attrs=config.get("head_attrs") or None,
+        add_on=config.get("add_on", "regular"),
     )
 
 
 __all__ = [
+    "ADD_ONS",
     "ARCHS",
     "CbrAutoencoderNet",
     "CbrDecoder",

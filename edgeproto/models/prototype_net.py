@@ -19,6 +19,28 @@ from edgeproto.errors import EdgeprotoError
 from edgeproto.layers import get_family
 
 HEADS = ("linear", "nonneg", "tversky")
+ADD_ONS = ("regular", "bottleneck")
+
+
+def add_on_layers(cin: int, dim: int, kind: str = "regular") -> nn.Sequential:
+    """ProtoPNet's add-on between backbone and prototypes (``model.py``, ``add_on_layers_type``).
+
+    ``regular``: 1×1 conv (cin→D), ReLU, 1×1 conv (D→D), sigmoid. ``bottleneck``: pairs of 1×1
+    convs halving the channels (never below D) with ReLUs between, the last pair ending in a sigmoid
+    at D channels. Either way the layers sit at indices 0, 2, 4, … as in the official ``add_on_layers``.
+    """
+    if kind == "regular":
+        return nn.Sequential(nn.Conv2d(cin, dim, 1), nn.ReLU(inplace=True), nn.Conv2d(dim, dim, 1), nn.Sigmoid())
+    if kind != "bottleneck":
+        raise EdgeprotoError(f"unknown add-on {kind!r}; known: {', '.join(ADD_ONS)}")
+    layers: list[nn.Module] = []
+    c = cin
+    while c > dim or not layers:
+        out = max(dim, c // 2)
+        layers += [nn.Conv2d(c, out, 1), nn.ReLU(inplace=True), nn.Conv2d(out, out, 1),
+                   nn.ReLU(inplace=True) if out > dim else nn.Sigmoid()]
+        c //= 2
+    return nn.Sequential(*layers)
 
 
 class PrototypeLayer(nn.Module):
@@ -146,15 +168,14 @@ class PrototypeNet(PrototypeClassifier):
         head: str = "linear",
         head_features: int = 0,
         head_attrs: dict | None = None,
+        add_on: str = "regular",
     ) -> None:
         super().__init__()
         if head not in HEADS:
             raise EdgeprotoError(f"unknown head {head!r}; known: {', '.join(HEADS)}")
         self.backbone = backbone
         cin = backbone.out_channels
-        self.add_on = nn.Sequential(
-            nn.Conv2d(cin, dim, 1), nn.ReLU(inplace=True), nn.Conv2d(dim, dim, 1), nn.Sigmoid()
-        )
+        self.add_on = add_on_layers(cin, dim, add_on)
         num_prototypes = num_classes * per_class
         self.prototype_layer = PrototypeLayer(family, num_prototypes, dim, attrs)
         self.head = head

@@ -7,6 +7,8 @@ only when it is loaded).
 
 from __future__ import annotations
 
+import functools
+import inspect
 from pathlib import Path
 
 from edgeproto.bundle import Bundle, sha256_file
@@ -59,12 +61,14 @@ def load_runner(
     device: str | None = None,
     threads: int = 0,
     checkpoint: str | Path | None = None,
+    spinning: bool = True,
 ) -> Runner:
     """A runner for the bundle's artifact for (target, precision, guard).
 
     A compiled artifact recorded in the manifest wins; fp32 falls back to ``model.onnx``; the
     host-only PyTorch reference (``torch``) runs the source checkpoint (``checkpoint`` overrides
     where it is). Anything else must be compiled first (``edgeproto compile``), and the error says so.
+    ``spinning=False`` reaches runners that take it (ONNX Runtime: no spin-waiting between runs).
     """
     spec = get_runtime(target)
     check_precision(precision, allow_auto=not spec.host_only)
@@ -74,6 +78,8 @@ def load_runner(
         path = reference_checkpoint(bundle, checkpoint)
         return spec.runner_class()(path, precision="fp32", device=device, threads=threads)
     cls = spec.runner_class()
+    if not spinning and "spinning" in inspect.signature(cls).parameters:
+        cls = functools.partial(cls, spinning=False)
     source = spec.artifact_target
     entry = bundle.manifest.get("compiled", {}).get(artifact_key(source, precision, guard))
     if entry is not None:

@@ -58,7 +58,10 @@ def load_checkpoint(path: str | Path) -> tuple[PrototypeNet, dict]:
     path = Path(path)
     config = read_config(path)
     try:
-        model = create_model(config["model"])
+        spec = config["model"]
+        if spec.get("backbone", {}).get("pretrained"):  # the weights are in the checkpoint: no ImageNet load
+            spec = {**spec, "backbone": {**spec["backbone"], "pretrained": False}}
+        model = create_model(spec)
     except KeyError as exc:
         raise EdgeprotoError(f"checkpoint {path}: model config lacks {exc}") from None
     try:

@@ -37,6 +37,9 @@ DEFAULTS: dict[str, Any] = {
         "head": "linear",
         "head_features": 0,
         "head_attrs": {},
+        # ProtoPNet's add-on between backbone and prototypes: regular (conv-ReLU-conv-sigmoid) or
+        # bottleneck (1×1 conv pairs halving the channels down to prototypes.dim)
+        "add_on": "regular",
     },
     "train": {
         "batch_size": 64,
@@ -202,6 +205,7 @@ class ModelSchema(_Section):
     head: Literal["linear", "nonneg", "tversky"]
     head_features: Count
     head_attrs: dict[StrictStr, Real]
+    add_on: Literal["regular", "bottleneck"]
 
 
 class DataSchema(BaseModel):

@@ -36,6 +36,7 @@ def summarize(config: dict, path: str | Path, detailed: bool = False) -> dict:
         "metrics": config.get("metrics", {}),
         "train_seconds": config.get("train_seconds"),
         "world_size": config.get("world_size", 1),
+        "imported": config.get("imported", {}).get("from"),
     }
     if detailed:
         summary["prototypes"] = config.get("prototypes", [])
@@ -53,7 +54,8 @@ def render(summary: dict, console: Console | None = None) -> None:
         " (" + ", ".join(f"{d}→{k}" for d, k in merged.items()) + ")" if merged else ""))
     if summary.get("prototypes_without_source"):
         table.add_row("no source patch", "prototypes " + ", ".join(map(str, summary["prototypes_without_source"]))
-                      + " (their class had no training image)")
+                      + (" (imported: no source patches)" if summary.get("imported")
+                                 else " (their class had no training image)"))
     for key, value in summary["metrics"].items():
         if "_epoch" not in key:  # per-epoch curves stay in --json
             table.add_row(key, f"{value:.4f}")

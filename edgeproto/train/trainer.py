@@ -57,6 +57,7 @@ def model_config(recipe: dict, dataset) -> dict:
         "head": recipe["model"]["head"],
         "head_features": recipe["model"]["head_features"],
         "head_attrs": dict(recipe["model"]["head_attrs"]),
+        "add_on": recipe["model"].get("add_on", "regular"),
     }
 
 

@@ -23,7 +23,10 @@ class OnnxRuntimeRunner:
         device: str | None = None,
         threads: int = 0,
         providers: list[str] | None = None,
+        spinning: bool = True,
     ) -> None:
+        """``spinning=False``: intra-op threads sleep between runs instead of spin-waiting (for a caller
+        that does its own work between runs, e.g. the persistent explainer on few cores)."""
         try:
             import onnxruntime as ort
         except ImportError:
@@ -31,6 +34,8 @@ class OnnxRuntimeRunner:
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
+        if not spinning:
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         available = ort.get_available_providers()
         if device is not None and device.upper() not in ("CPU", "CUDA", "TENSORRT"):
             raise EdgeprotoError(f"unknown onnxruntime device {device!r}; use CPU, CUDA or TENSORRT")
