@@ -12,9 +12,7 @@ Both files are written atomically (:mod:`edgeproto.atomic_files`).
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 import math
 from pathlib import Path
@@ -24,6 +22,7 @@ from PIL import Image, ImageDraw
 
 from edgeproto import atomic_files
 from edgeproto.device.figure import heatmap_overlay
+from edgeproto.compare.report_images import array_uri, figure_uri
 from edgeproto.compare.report_search import localize_section, pareto_section
 from edgeproto.compare.thresholds import THRESHOLDS
 
@@ -108,15 +107,9 @@ def _e(s) -> str:
     return html.escape(str(s))
 
 
-def _png(arr: np.ndarray) -> str:
-    buf = io.BytesIO()
-    Image.fromarray(np.asarray(arr, dtype=np.uint8)).save(buf, format="PNG", optimize=True)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
 def _img(arr: np.ndarray, caption: str, width: int | None = None) -> str:
     w = f' width="{width}"' if width else ""
-    return f'<figure><img src="{_png(arr)}"{w} alt="{_e(caption)}"><figcaption>{caption}</figcaption></figure>'
+    return f'<figure><img src="{array_uri(arr)}"{w} alt="{_e(caption)}"><figcaption>{caption}</figcaption></figure>'
 
 
 def _table(headers: list[str], rows: list[list[str]], left: int = 1, row_classes: list[str] | None = None) -> str:
@@ -444,9 +437,7 @@ def sweep_chart(s: dict) -> str | None:
     ax2.set_title("latency")
     ax2.grid(alpha=0.3, axis="y")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", facecolor="white")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return figure_uri(fig)
 
 
 def render_sweep(s: dict) -> str:

@@ -7,10 +7,10 @@ The plot is matplotlib (object API, Agg), inline as a base64 PNG.
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import math
+
+from edgeproto.compare.report_images import figure_uri
 
 __all__ = ["localize_section", "pareto_chart", "pareto_front", "pareto_points", "pareto_section"]
 
@@ -91,9 +91,7 @@ def pareto_chart(points: list[dict], min_top1: float | None = None, title: str =
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", facecolor="white")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return figure_uri(fig)
 
 
 def pareto_section(result: dict) -> str:
