@@ -10,6 +10,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from edgeproto.data.options import check_split
+from edgeproto.errors import EdgeprotoError
 from edgeproto.data.preprocess import to_input, to_raw
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -23,7 +24,11 @@ class ImageDataset(Dataset):
     ``raw_image(i)`` is the same picture as uint8 (S, S, 3) for visualisation; ``part_masks(i)``
     is bool (P, S, S) over ``part_names`` or None when the dataset has no parts.
     Subclasses implement :meth:`source_image` (and :meth:`part_masks` if they have parts).
+    A segmentation dataset sets ``task = "segmentation"`` and implements :meth:`mask`; its
+    ``classes`` are then the pixel classes.
     """
+
+    task = "classification"
 
     def __init__(
         self,
@@ -69,6 +74,10 @@ class ImageDataset(Dataset):
         """bool (P, S, S) ground-truth mask per entry of ``part_names``; None without parts."""
         self._index(index)
         return None
+
+    def mask(self, index: int) -> np.ndarray:
+        """uint8 (S, S) pixel classes (``IGNORE_INDEX`` = not labelled); segmentation datasets only."""
+        raise EdgeprotoError(f"{type(self).__name__} has no segmentation masks")
 
     def _index(self, index: int) -> int:
         """A valid non-negative index (negative counts from the end); IndexError otherwise."""
