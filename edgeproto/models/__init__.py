@@ -7,8 +7,9 @@ from torch import nn
 from edgeproto.models.backbones import backbones, create_backbone, register_backbone
 from edgeproto.models.cbr_autoencoder import CbrAutoencoderNet, CbrDecoder, CbrEncoder
 from edgeproto.models.prototype_net import HEADS, NonNegLinear, PrototypeLayer, PrototypeNet, TverskyHead
+from edgeproto.models.segmentation import SEGMENTATION_ARCHS, LatentGridSegNet, ScaleGroupedSegNet
 
-ARCHS = ("protopnet", "cbr_ae")
+ARCHS = ("protopnet", "cbr_ae") + SEGMENTATION_ARCHS
 
 
 def create_model(config: dict, backbone: nn.Module | None = None) -> PrototypeNet | CbrAutoencoderNet:
@@ -30,6 +31,15 @@ def create_model(config: dict, backbone: nn.Module | None = None) -> PrototypeNe
         return CbrAutoencoderNet(backbone, num_classes=config["num_classes"], image_size=config["image_size"],
                                  family=protos["family"], per_class=protos["per_class"], attrs=protos.get("attrs"),
                                  dim=protos["dim"])
+    if arch == "latent_seg":
+        return LatentGridSegNet(backbone, num_classes=config["num_classes"], image_size=config["image_size"],
+                                family=protos["family"], per_class=protos["per_class"], dim=protos["dim"],
+                                attrs=protos.get("attrs"))
+    if arch == "scale_seg":
+        return ScaleGroupedSegNet(backbone, num_classes=config["num_classes"], image_size=config["image_size"],
+                                  family=protos["family"], per_class=protos["per_class"], dim=protos["dim"],
+                                  attrs=protos.get("attrs"), scales=config.get("scales", 4),
+                                  groups=config.get("groups", 3))
     if arch != "protopnet":
         from edgeproto.errors import EdgeprotoError
 
@@ -53,6 +63,9 @@ __all__ = [
     "CbrDecoder",
     "CbrEncoder",
     "HEADS",
+    "LatentGridSegNet",
+    "SEGMENTATION_ARCHS",
+    "ScaleGroupedSegNet",
     "NonNegLinear",
     "TverskyHead",
     "PrototypeLayer",

@@ -37,6 +37,9 @@ DEFAULTS: dict[str, Any] = {
         "head": "linear",
         "head_features": 0,
         "head_attrs": {},
+        # arch scale_seg (ScaleProtoSeg): feature chunks / prototype scales, and groups per class
+        "scales": 4,
+        "groups": 3,
     },
     "train": {
         "batch_size": 64,
@@ -47,8 +50,10 @@ DEFAULTS: dict[str, Any] = {
         # ProtoPNet's coefficients; cluster/separation use -score (see edgeproto.train.losses).
         # commit: weight of a family's auxiliary loss (codebook: VQ codebook + commitment loss)
         # recon, r1, r2: arch cbr_ae's reconstruction, prototype→encoding and encoding→prototype terms
+        # kld: ProtoSeg's diversity term, group_entropy: ScaleProtoSeg's entropy of group weights
+        # (segmentation archs only)
         "coefs": {"crs_ent": 1.0, "clst": 0.8, "sep": -0.08, "l1": 1e-4, "commit": 0.25,
-                  "recon": 1.0, "r1": 1.0, "r2": 1.0},
+                  "recon": 1.0, "r1": 1.0, "r2": 1.0, "kld": 0.25, "group_entropy": 0.05},
         "weight_decay": 1e-3,
         "push_batch_size": 128,
         # project: replace each prototype by its closest own-class training patch (ProtoPNet);
@@ -151,6 +156,8 @@ class CoefsSchema(_Section):  # loss weights: any sign (ProtoPNet's separation w
     recon: Real
     r1: Real
     r2: Real
+    kld: Real
+    group_entropy: Real
 
 
 class TrainSchema(_Section):
@@ -196,12 +203,14 @@ class PrototypesSchema(_Section):
 
 
 class ModelSchema(_Section):
-    arch: Literal["protopnet", "cbr_ae"]
+    arch: Literal["protopnet", "cbr_ae", "latent_seg", "scale_seg"]
     backbone: BackboneSchema
     prototypes: PrototypesSchema
     head: Literal["linear", "nonneg", "tversky"]
     head_features: Count
     head_attrs: dict[StrictStr, Real]
+    scales: Annotated[StrictInt, Field(ge=1, le=16)]
+    groups: Annotated[StrictInt, Field(ge=1, le=64)]
 
 
 class DataSchema(BaseModel):

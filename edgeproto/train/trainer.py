@@ -16,7 +16,7 @@ from torch.nn.parallel import DistributedDataParallel
 from edgeproto import atomic_files
 from edgeproto.environment import cpu_model
 from edgeproto.errors import EdgeprotoError
-from edgeproto.models import PrototypeNet, create_model
+from edgeproto.models import SEGMENTATION_ARCHS, PrototypeNet, create_model
 from edgeproto.train.augment import random_shift
 from edgeproto.train import checkpoint
 from edgeproto.train.distributed import Dist, init_distributed, shutdown
@@ -57,6 +57,8 @@ def model_config(recipe: dict, dataset) -> dict:
         "head": recipe["model"]["head"],
         "head_features": recipe["model"]["head_features"],
         "head_attrs": dict(recipe["model"]["head_attrs"]),
+        "scales": recipe["model"]["scales"],
+        "groups": recipe["model"]["groups"],
     }
 
 
@@ -329,11 +331,14 @@ class Trainer:
                 start_epoch, opt_state = 0, {}
         if self.cfg["prune_unused"]:
             self._prune_unused()
-        self.metrics["test_accuracy"] = self.evaluate()
-        self.metrics["train_accuracy"] = accuracy(predict(self.model, self.images)["logits"], self.labels)
+        self._final_metrics()
         config = self._write_checkpoint()
         shutdown(self.dist)
         return config
+
+    def _final_metrics(self) -> None:
+        self.metrics["test_accuracy"] = self.evaluate()
+        self.metrics["train_accuracy"] = accuracy(predict(self.model, self.images)["logits"], self.labels)
 
     def _write_checkpoint(self) -> dict:
         classes = list(self.train_set.classes)
@@ -393,7 +398,10 @@ def train(recipe: dict, out: str | Path, *, force: bool = False, quiet: bool = F
     out = Path(out)
     recipe = resolve_data_root(recipe)
     check_out(recipe, out, force)
-    trainer = Trainer(recipe, out, quiet=quiet)  # data and model are checked before anything is written
+    trainer_class = Trainer
+    if recipe["model"]["arch"] in SEGMENTATION_ARCHS:
+        from edgeproto.train.segmentation import SegmentationTrainer as trainer_class
+    trainer = trainer_class(recipe, out, quiet=quiet)  # data and model are checked before anything is written
     if force:
         (out / checkpoint.RESUME).unlink(missing_ok=True)
     created = not out.exists()
