@@ -189,6 +189,7 @@ class BackboneSchema(BaseModel):
     stem_stride: Annotated[StrictInt, Field(ge=1, le=64)] | None = None
     widths: Annotated[list[Size], Field(min_length=1, max_length=16)] | None = None
     activation: StrictStr | None = None
+    dilations: Annotated[list[Annotated[StrictInt, Field(ge=1, le=64)]], Field(min_length=1, max_length=16)] | None = None
 
 
 # family / head attribute → (lower bound, bound included?)

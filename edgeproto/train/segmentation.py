@@ -42,27 +42,25 @@ def grid_labels(masks: Tensor, size: tuple[int, int]) -> Tensor:
 
 def kld_diversity(maps: Tensor, labels: Tensor, identity: Tensor) -> Tensor:
     """ProtoSeg's KLD term: mean over (image, class, prototype pair) of exp(−symmetric KL) between the
-    log-softmax distributions of two same-class prototypes' activations over the class's locations."""
-    b, m = maps.shape[:2]
+    log-softmax distributions of two same-class prototypes' activations over the class's locations
+    (images where the class covers fewer than two locations are skipped, as in ProtoSeg)."""
     flat, lab = maps.flatten(2), labels.flatten(1)  # (B,M,L), (B,L)
     terms = []
-    for i in range(b):
-        for c in torch.unique(lab[i]).tolist():
-            if c < 0 or c >= identity.shape[1]:
-                continue
-            protos = torch.nonzero(identity[:, c]).flatten()
-            where = lab[i] == c
-            if len(protos) < 2 or int(where.sum()) < 2:
-                continue
-            logp = F.log_softmax(flat[i][protos][:, where], dim=1)  # (K,L_c)
-            p = logp.exp()
-            # KL(a‖b) = Σ p_a (log p_a − log p_b) for every ordered pair; symmetric = mean of both
-            cross = p @ logp.t()  # (K,K): Σ p_a log p_b
-            self_term = (p * logp).sum(dim=1)
-            kl = self_term[:, None] - cross
-            sym = (kl + kl.t()) / 2
-            a, bb = torch.triu_indices(len(protos), len(protos), offset=1)
-            terms.append(torch.exp(-sym[a, bb]))
+    for c in range(identity.shape[1]):
+        protos = torch.nonzero(identity[:, c]).flatten()
+        where = lab == c  # (B,L)
+        keep = where.sum(dim=1) >= 2
+        if len(protos) < 2 or not bool(keep.any()):
+            continue
+        where = where[keep][:, None]  # (b,1,L)
+        act = flat[keep][:, protos].masked_fill(~where, -float("inf"))  # (b,K,L)
+        logp = F.log_softmax(act, dim=2).masked_fill(~where, 0.0)
+        p = logp.exp() * where
+        cross = torch.einsum("bkl,bjl->bkj", p, logp)  # Σ p_k log p_j
+        kl = (p * logp).sum(dim=2)[:, :, None] - cross  # KL(k‖j)
+        sym = (kl + kl.transpose(1, 2)) / 2
+        a, b = torch.triu_indices(len(protos), len(protos), offset=1)
+        terms.append(torch.exp(-sym[:, a, b]).flatten())
     if not terms:
         return maps.new_zeros(())
     return torch.cat(terms).mean()
