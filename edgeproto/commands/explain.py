@@ -54,6 +54,8 @@ def run_explain(bundle, image, target: str = "onnxruntime", precision: str = "fp
     opened = as_bundle(bundle)
     atomic_files.check_output(png, {"bundle": opened.root, "image": image}, "-o/--out")
     atomic_files.check_output(js, {"bundle": opened.root, "image": image}, "-o/--out")
+    if opened.manifest.get("task") == "segmentation":
+        return _explain_segmentation(opened, image, target, precision, guard, device, png, js, as_json)
     result = explain_image(opened, image, target=target, precision=precision, guard=guard, device=device, k=k)
     render_explanation(opened, image, result, png)
     result["figure"] = str(png)
@@ -82,6 +84,33 @@ def run_explain(bundle, image, target: str = "onnxruntime", precision: str = "fp
         out.print(f"{result['merged_prototypes']} duplicate prototype(s) were merged at push (not ranked)")
     if result.get("input_note"):
         out.print(f"input: {result['input_note']}")
+    out.print(f"figure: {png}\njson:   {js}")
+    return 0
+
+
+def _explain_segmentation(bundle, image, target, precision, guard, device, png, js, as_json: bool) -> int:
+    """A segmentation bundle: the predicted mask and each region's explaining prototype."""
+    from edgeproto.device.segmentation import explain_segmentation, render_segmentation
+
+    result = explain_segmentation(bundle, image, target=target, precision=precision, guard=guard, device=device)
+    render_segmentation(bundle, image, result, png)
+    result["figure"] = str(png)
+    atomic_files.write_text(js, json.dumps(result))
+    if as_json:
+        print(json.dumps({k: v for k, v in result.items() if k != "mask"} | {"json": str(js)}, indent=2))
+        return 0
+    from rich.table import Table
+
+    rt = result["runtime"]
+    table = Table(title=f"{Path(image).name}: {len(result['regions'])} region(s)",
+                  caption=f"{rt['name']} {rt['version']} · {rt['precision']} · {rt['device']}")
+    for col in ("region", "pixels", "prototype", "similarity", "95% box", "source image"):
+        table.add_column(col, justify="left" if col in ("region", "95% box") else "right")
+    for r in result["regions"]:
+        table.add_row(r["class_name"], str(r["pixels"]), str(r["prototype"]), f"{r['score']:.4g}", str(r["box"]),
+                      str(r["source_image"]))
+    out = console()
+    out.print(table)
     out.print(f"figure: {png}\njson:   {js}")
     return 0
 
