@@ -59,6 +59,10 @@ class SegFolderDataset(ImageDataset):
         self.mask_files: list[Path] = [m for _, m in pairs]
         self._masks: list[np.ndarray] = []
         labels = []
+        if not has_train:  # both splits come from one folder: a bad file fails either split
+            others = set(_pairs(root)) - set(pairs)
+            for img, m in sorted(others):
+                _read_mask(m, read_image_size(img), len(names))
         for img, m in pairs:
             mask = _read_mask(m, read_image_size(img), len(names))
             resized = np.asarray(Image.fromarray(mask).resize((size, size), Image.Resampling.NEAREST))
