@@ -51,9 +51,11 @@ DEFAULTS: dict[str, Any] = {
         # commit: weight of a family's auxiliary loss (codebook: VQ codebook + commitment loss)
         # recon, r1, r2: arch cbr_ae's reconstruction, prototype→encoding and encoding→prototype terms
         # kld: ProtoSeg's diversity term, group_entropy: ScaleProtoSeg's entropy of group weights
-        # (segmentation archs only)
+        # (segmentation archs only); crs_ent_pixel: cross-entropy of the upsampled logits at the
+        # input resolution (not in ProtoSeg, which takes it at the feature grid only)
         "coefs": {"crs_ent": 1.0, "clst": 0.8, "sep": -0.08, "l1": 1e-4, "commit": 0.25,
-                  "recon": 1.0, "r1": 1.0, "r2": 1.0, "kld": 0.25, "group_entropy": 0.05},
+                  "recon": 1.0, "r1": 1.0, "r2": 1.0, "kld": 0.25, "group_entropy": 0.05,
+                  "crs_ent_pixel": 0.0},
         "weight_decay": 1e-3,
         "push_batch_size": 128,
         # project: replace each prototype by its closest own-class training patch (ProtoPNet);
@@ -71,6 +73,9 @@ DEFAULTS: dict[str, Any] = {
         # never the argmax over prototypes anywhere on the training split); listed in the config
         "prune_unused": False,
         "augment_shift": 0,  # random translation of training images by up to N pixels
+        # segmentation archs: weight the cross-entropy per class by 1/sqrt(pixel frequency) on the
+        # training masks (normalised to mean 1), so a small part class is not drowned by background
+        "balance_classes": False,
     },
 }
 _OPEN = {("data",), ("model", "backbone"), ("model", "prototypes", "attrs"), ("model", "head_attrs")}
@@ -158,6 +163,7 @@ class CoefsSchema(_Section):  # loss weights: any sign (ProtoPNet's separation w
     r2: Real
     kld: Real
     group_entropy: Real
+    crs_ent_pixel: Real
 
 
 class TrainSchema(_Section):
@@ -175,6 +181,7 @@ class TrainSchema(_Section):
     freeze_backbone: StrictBool
     prune_unused: StrictBool
     augment_shift: Annotated[StrictInt, Field(ge=0, le=1024)]
+    balance_classes: StrictBool
 
 
 class BackboneSchema(BaseModel):
@@ -189,6 +196,7 @@ class BackboneSchema(BaseModel):
     stem_stride: Annotated[StrictInt, Field(ge=1, le=64)] | None = None
     widths: Annotated[list[Size], Field(min_length=1, max_length=16)] | None = None
     activation: StrictStr | None = None
+    downsample: Annotated[StrictInt, Field(ge=1, le=6)] | None = None
     dilations: Annotated[list[Annotated[StrictInt, Field(ge=1, le=64)]], Field(min_length=1, max_length=16)] | None = None
 
 

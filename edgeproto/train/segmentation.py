@@ -78,14 +78,30 @@ def group_entropy(model: ScaleGroupedSegNet, eps: float = 1e-5) -> Tensor:
     return (-(w * torch.log(w + eps)).sum(dim=-1) / math.log(w.shape[-1])).mean()
 
 
-def segmentation_loss(out: dict[str, Tensor], masks: Tensor, model, coefs: dict) -> tuple[Tensor, dict]:
+def class_weights(masks: Tensor, num_classes: int) -> Tensor:
+    """1/sqrt(pixel frequency) of each class on ``masks`` (ignored pixels skipped), mean 1; a class
+    that never occurs gets the largest weight of the others."""
+    freq = torch.bincount(masks[masks != IGNORE_INDEX].flatten(), minlength=num_classes).double()
+    w = torch.where(freq > 0, freq.clamp(min=1).rsqrt(), torch.zeros_like(freq))
+    w = torch.where(freq > 0, w, w.max())
+    return (w / w.mean()).float()
+
+
+def segmentation_loss(out: dict[str, Tensor], masks: Tensor, model, coefs: dict,
+                      weight: Tensor | None = None) -> tuple[Tensor, dict]:
+    """crs_ent·CE at the grid (+ crs_ent_pixel·CE at the input resolution) + kld·KLD + l1·L1
+    (+ group_entropy·entropy for scale_seg); ``weight``: per-class CE weights or None."""
     grid = out["grid_logits"]
     labels = grid_labels(masks, grid.shape[-2:])
-    ce = F.cross_entropy(grid, labels, ignore_index=IGNORE_INDEX)
+    ce = F.cross_entropy(grid, labels, weight=weight, ignore_index=IGNORE_INDEX)
     kld = kld_diversity(out["maps"], labels, model.prototype_class_identity) if coefs["kld"] else grid.new_zeros(())
     l1 = wrong_class_l1(model)
     total = coefs["crs_ent"] * ce + coefs["kld"] * kld + coefs["l1"] * l1
     parts = {"ce": ce.item(), "kld": kld.item(), "l1": l1.item()}
+    if coefs.get("crs_ent_pixel", 0.0):
+        pixel = F.cross_entropy(out["logits"], masks, weight=weight, ignore_index=IGNORE_INDEX)
+        total = total + coefs["crs_ent_pixel"] * pixel
+        parts["ce_px"] = pixel.item()
     if isinstance(model, ScaleGroupedSegNet):
         ent = group_entropy(model)
         total = total + coefs["group_entropy"] * ent
@@ -121,6 +137,7 @@ class SegmentationTrainer(Trainer):
                                  "(procedural with task: segmentation, or seg_folder)")
         self.masks = materialize_masks(self.train_set)
         self.test_masks = materialize_masks(self.test_set)
+        self.class_weight = class_weights(self.masks, self.model.num_classes) if self.cfg["balance_classes"] else None
 
     def _trainable(self, stage: str) -> list[dict]:
         m = self.model
@@ -151,7 +168,7 @@ class SegmentationTrainer(Trainer):
                 self.model.backbone.eval()
             for idx in self._epoch_batches(si, epoch, shard=False):
                 loss, parts = segmentation_loss(self.model(self.images[idx]), self.masks[idx], self.model,
-                                                self.cfg["coefs"])
+                                                self.cfg["coefs"], self.class_weight)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
