@@ -90,7 +90,10 @@ class ScaleGroupedSegNet(_SegmentationNet):
                           nn.ReLU(inplace=True), nn.Conv2d(chunk, chunk, 1), nn.Sigmoid())
             for s in range(scales))
         per_scale = num_classes * per_class // scales
-        self.prototype_layer = nn.ModuleList(PrototypeLayer(family, per_scale, chunk, attrs) for _ in range(scales))
+        self.per_scale = per_scale
+        # one layer of all M prototypes over dim/scales channels: every scale's chunk goes through it
+        # as its own "image" (one exported node), and each prototype keeps its own scale's map
+        self.prototype_layer = PrototypeLayer(family, num_classes * per_class, chunk, attrs)
         # grouping: one Linear(per_class → groups) per class, as one (C·G, per_class) weight
         self.group_projection = nn.Parameter(torch.empty(num_classes, groups, per_class))
         with torch.no_grad():
@@ -115,10 +118,18 @@ class ScaleGroupedSegNet(_SegmentationNet):
         h = self.backbone(x)
         return torch.cat([branch(h) for branch in self.add_on], dim=1)
 
+    def scale_chunks(self, z: Tensor) -> Tensor:
+        """(B,D,h,w) → (B,S,D/S,h,w): the features of each scale."""
+        b, d, h, w = z.shape
+        return z.reshape(b, self.scales, d // self.scales, h, w)
+
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         z = self.features(x)
-        chunks = z.chunk(self.scales, dim=1)
-        maps = torch.cat([layer(c) for layer, c in zip(self.prototype_layer, chunks)], dim=1)
+        chunks = self.scale_chunks(z)
+        b, s, d, h, w = chunks.shape
+        every = self.prototype_layer(chunks.reshape(b * s, d, h, w)).reshape(b, s, -1, h, w)  # (B,S,M,h,w)
+        p = self.per_scale
+        maps = torch.cat([every[:, k, k * p : (k + 1) * p] for k in range(s)], dim=1)  # own scale only
         return self._outputs(x, z, maps, self.grid_logits(maps))
 
     def grid_logits(self, maps: Tensor) -> Tensor:

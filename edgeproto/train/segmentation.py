@@ -219,17 +219,16 @@ class SegmentationTrainer(Trainer):
 @torch.no_grad()
 def push_segmentation(model, images: Tensor, masks: Tensor, batch_size: int = 128, progress=None,
                       project: bool = True) -> list[dict]:
-    """Project every prototype onto the closest feature-grid location labelled with its class.
+    """Project every prototype onto the closest feature-grid location labelled with its class
+    (``scale_seg``: onto that location's chunk of the prototype's scale).
 
     Records as the classification push (source image, latent cell, the ≥95th-percentile box of the
     prototype's map on its source image, similarity)."""
     model.eval()
-    layers = list(model.prototype_layer) if isinstance(model.prototype_layer, torch.nn.ModuleList) \
-        else [model.prototype_layer]
-    sizes = [layer.num_prototypes for layer in layers]
-    offsets = np.cumsum([0] + sizes)
+    layer = model.prototype_layer
     proto_cls = model.prototype_classes
-    m = int(offsets[-1])
+    m = int(layer.num_prototypes)
+    scale_of = torch.arange(m) // model.per_scale if hasattr(model, "scale_chunks") else None
     size = images.shape[-1]
     best = torch.full((m,), -float("inf"), dtype=torch.float64)
     vectors: list[Tensor | None] = [None] * m
@@ -238,8 +237,8 @@ def push_segmentation(model, images: Tensor, masks: Tensor, batch_size: int = 12
     for start in range(0, len(images), batch_size):
         x = images[start : start + batch_size]
         z = model.features(x)
-        chunks = z.chunk(len(layers), dim=1) if len(layers) > 1 else [z]
-        maps = torch.cat([layer(c) for layer, c in zip(layers, chunks)], dim=1)  # (B,M,h,w)
+        maps = model(x)["maps"]  # (B,M,h,w)
+        chunks = model.scale_chunks(z) if scale_of is not None else None
         labels = grid_labels(masks[start : start + batch_size], maps.shape[-2:])  # (B,h,w)
         own = labels[:, None] == proto_cls[None, :, None, None]  # (B,M,h,w)
         sim = maps.masked_fill(~own, -float("inf"))
@@ -248,9 +247,8 @@ def push_segmentation(model, images: Tensor, masks: Tensor, batch_size: int = 12
         for j in torch.nonzero((bval.double() > best) & torch.isfinite(bval)).flatten().tolist():
             b, p = int(bimg[j]), int(pos[bimg[j], j])
             h, w = divmod(p, maps.shape[3])
-            s = int(np.searchsorted(offsets, j, side="right") - 1)
             best[j] = float(bval[j])
-            vectors[j] = chunks[s][b, :, h, w].clone()
+            vectors[j] = (chunks[b, int(scale_of[j]), :, h, w] if chunks is not None else z[b, :, h, w]).clone()
             source[j] = (start + b, h, w)
             boxes[j] = high_activation_box(maps[b, j], size)
         if progress:
@@ -258,8 +256,7 @@ def push_segmentation(model, images: Tensor, masks: Tensor, batch_size: int = 12
     if project:
         for j, vec in enumerate(vectors):
             if vec is not None:
-                s = int(np.searchsorted(offsets, j, side="right") - 1)
-                layers[s].centers.data[j - offsets[s]] = vec
+                layer.centers.data[j] = vec
     records = []
     for j, src in enumerate(source):
         idx, h, w = src if src is not None else (None, None, None)
