@@ -29,6 +29,7 @@ class ImageDataset(Dataset):
     """
 
     task = "classification"
+    superpixels = 0  # > 0: ds[i] appends a SLIC label map of that many regions as a 4th channel
 
     def __init__(
         self,
@@ -59,7 +60,12 @@ class ImageDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         i = self._index(index)
-        x = to_input(self.source_image(i), self.image_size, self.mean, self.std)
+        img = self.source_image(i)
+        x = to_input(img, self.image_size, self.mean, self.std)
+        if self.superpixels:
+            from edgeproto.data.superpixels import with_superpixels
+
+            x = with_superpixels(x, to_raw(img, self.image_size), self.superpixels)
         return torch.from_numpy(x), int(self.labels[i])
 
     def source_image(self, index: int) -> Image.Image:

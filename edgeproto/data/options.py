@@ -20,7 +20,7 @@ DATASETS: dict[str, tuple[str, str, tuple[str, ...], tuple[str, ...]]] = {
     "procedural": (
         "edgeproto.data.procedural",
         "ProceduralDataset",
-        ("image_size", "num_classes", "train_size", "test_size", "seed", "rule", "task"),
+        ("image_size", "num_classes", "train_size", "test_size", "seed", "rule", "task", "superpixels"),
         (),
     ),
     "digits": ("edgeproto.data.digits", "DigitsDataset", ("image_size", "seed"), ()),

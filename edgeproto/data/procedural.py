@@ -92,6 +92,7 @@ class ProceduralDataset(ImageDataset):
         seed: int = 0,
         rule: str = "pairs",
         task: str = "classification",
+        superpixels: int = 0,
     ) -> None:
         check_split(split)
         self.seed = int_option("seed", seed, 0, 2**32 - 1)
@@ -104,6 +105,9 @@ class ProceduralDataset(ImageDataset):
         if task not in TASKS:
             raise EdgeprotoError(f"dataset option 'task' must be one of {', '.join(TASKS)}, got {task!r}")
         self.task = task
+        self.superpixels = int_option("superpixels", superpixels, 0, 255)
+        if self.superpixels and task != "segmentation":
+            raise EdgeprotoError("dataset option 'superpixels' needs 'task: segmentation'")
         num_classes = 2 if rule == "xor" else int_option("num_classes", num_classes, 2, MAX_CLASSES)
         n_train = int_option("train_size", train_size, 1)
         n_test = int_option("test_size", test_size, 1)

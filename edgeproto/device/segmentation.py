@@ -78,7 +78,13 @@ def explain_segmentation(bundle: Bundle | str | Path, image_path: str | Path, *,
     pre = bundle.manifest["preprocess"]
     size = int(pre["image_size"])
     img = load_image(image_path)
-    x = to_input(img, size, pre["mean"], pre["std"])[None]
+    x = to_input(img, size, pre["mean"], pre["std"])
+    regions_n = int(bundle.manifest.get("data", {}).get("superpixels", 0) or 0)
+    if regions_n:  # region_seg: SLIC on the device, the label map as the 4th input channel
+        from edgeproto.data.superpixels import with_superpixels
+
+        x = with_superpixels(x, to_raw(img, size), regions_n)
+    x = x[None]
     runner = load_runner(bundle, target, precision, guard, device, threads)
     out = run_outputs(runner, x, target)
     info = runner.info()

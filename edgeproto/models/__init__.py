@@ -7,7 +7,7 @@ from torch import nn
 from edgeproto.models.backbones import backbones, create_backbone, register_backbone
 from edgeproto.models.cbr_autoencoder import CbrAutoencoderNet, CbrDecoder, CbrEncoder
 from edgeproto.models.prototype_net import HEADS, NonNegLinear, PrototypeLayer, PrototypeNet, TverskyHead
-from edgeproto.models.segmentation import SEGMENTATION_ARCHS, LatentGridSegNet, ScaleGroupedSegNet
+from edgeproto.models.segmentation import SEGMENTATION_ARCHS, LatentGridSegNet, RegionSegNet, ScaleGroupedSegNet
 
 ARCHS = ("protopnet", "cbr_ae") + SEGMENTATION_ARCHS
 
@@ -35,6 +35,10 @@ def create_model(config: dict, backbone: nn.Module | None = None) -> PrototypeNe
         return LatentGridSegNet(backbone, num_classes=config["num_classes"], image_size=config["image_size"],
                                 family=protos["family"], per_class=protos["per_class"], dim=protos["dim"],
                                 attrs=protos.get("attrs"))
+    if arch == "region_seg":
+        return RegionSegNet(backbone, num_classes=config["num_classes"], image_size=config["image_size"],
+                            regions=config.get("regions", 0), family=protos["family"], per_class=protos["per_class"],
+                            dim=protos["dim"], attrs=protos.get("attrs"))
     if arch == "scale_seg":
         return ScaleGroupedSegNet(backbone, num_classes=config["num_classes"], image_size=config["image_size"],
                                   family=protos["family"], per_class=protos["per_class"], dim=protos["dim"],
@@ -64,6 +68,7 @@ __all__ = [
     "CbrEncoder",
     "HEADS",
     "LatentGridSegNet",
+    "RegionSegNet",
     "SEGMENTATION_ARCHS",
     "ScaleGroupedSegNet",
     "NonNegLinear",

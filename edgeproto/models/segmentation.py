@@ -10,6 +10,12 @@ is classified from its prototype similarities (ProtoSeg's patch classification; 
   ``exp(Linear(similarities of the class's prototypes))`` → ``groups`` activations; a linear layer
   on all groups → class logits.
 
+- ``region_seg`` (:class:`RegionSegNet`, the Gaussian Prototype Layer paper's Fast-RCNN-like model):
+  the input's 4th channel is a SLIC superpixel label map (:mod:`edgeproto.data.superpixels`); the
+  features are average-pooled per superpixel (a matmul of the one-hot region masks, at the feature
+  grid, with the features), the prototype layer compares every region's vector, the last layer
+  classifies each region, and logits and maps are painted back to the region's pixels.
+
 Every model returns ``logits`` (B,C,S,S) per pixel, ``scores`` (B,M) (each prototype's best
 location, as in the classification models) and ``maps`` (B,M,h,w); in training mode also
 ``grid_logits`` (B,C,h,w) (the loss is taken at the feature grid) and ``features``.
@@ -24,7 +30,7 @@ from torch import Tensor, nn
 from edgeproto.errors import EdgeprotoError
 from edgeproto.models.prototype_net import PrototypeClassifier, PrototypeLayer
 
-SEGMENTATION_ARCHS = ("latent_seg", "scale_seg")
+SEGMENTATION_ARCHS = ("latent_seg", "scale_seg", "region_seg")
 
 
 class _SegmentationNet(PrototypeClassifier):
@@ -145,6 +151,58 @@ class ScaleGroupedSegNet(_SegmentationNet):
         for c in range(self.num_classes):
             w[c, self.class_prototypes[c]] = self.group_projection.detach()[c].sum(dim=0)
         return w
+
+
+class RegionSegNet(_SegmentationNet):
+    """Superpixel-region prototype segmentation (see the module docstring)."""
+
+    def __init__(self, backbone: nn.Module, num_classes: int, image_size: int, regions: int, family: str = "gaussian",
+                 per_class: int = 3, dim: int = 16, attrs: dict | None = None) -> None:
+        super().__init__()
+        if regions < 1:
+            raise EdgeprotoError("region_seg needs data.superpixels ≥ 1 (the number of SLIC regions)")
+        self.backbone = backbone
+        self.image_size = int(image_size)
+        self.regions = int(regions)
+        self.add_on = nn.Sequential(nn.Conv2d(backbone.out_channels, dim, 1), nn.ReLU(inplace=True),
+                                    nn.Conv2d(dim, dim, 1), nn.Sigmoid())
+        self.prototype_layer = PrototypeLayer(family, num_classes * per_class, dim, attrs)
+        self.last_layer = nn.Linear(num_classes * per_class, num_classes, bias=False)
+        self._init_classes(num_classes, per_class)
+        self.set_last_layer_incorrect_connection(-0.5)
+        self.register_buffer("region_ids", torch.arange(self.regions, dtype=torch.float32)[None, :, None, None],
+                             persistent=False)
+
+    def region_masks(self, x: Tensor) -> Tensor:
+        """One-hot (B,R,S,S) of the label map in channel 3."""
+        return (x[:, 3:4] == self.region_ids).to(x.dtype)
+
+    def features(self, x: Tensor) -> Tensor:
+        return self.add_on(self.backbone(x[:, :3]))
+
+    def region_features(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(B,D,R,1) masked-average features of each region and the one-hot masks (B,R,S,S)."""
+        onehot = self.region_masks(x)
+        z = self.features(x)
+        h, w = z.shape[-2:]
+        weights = F.adaptive_avg_pool2d(onehot, (h, w)).flatten(2)  # (B,R,h·w): share of each cell
+        pooled = torch.matmul(weights, z.flatten(2).transpose(1, 2))  # (B,R,D)
+        pooled = pooled / weights.sum(dim=2, keepdim=True).clamp(min=1e-6)
+        return pooled.transpose(1, 2).unsqueeze(3), onehot
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        feats, onehot = self.region_features(x)
+        region_maps = self.prototype_layer(feats)  # (B,M,R,1)
+        region_logits = self.grid_logits(region_maps)  # (B,C,R,1)
+        logits = torch.einsum("bcr,brhw->bchw", region_logits[..., 0], onehot)
+        maps = torch.einsum("bmr,brhw->bmhw", region_maps[..., 0], onehot)
+        out = {"logits": logits, "scores": maps.amax(dim=(2, 3)), "maps": maps}
+        if self.training:
+            out["grid_logits"], out["grid_maps"], out["region_onehot"] = region_logits, region_maps, onehot
+        return out
+
+    def grid_logits(self, maps: Tensor) -> Tensor:
+        return F.conv2d(maps, self.last_layer.weight[:, :, None, None])
 
 
 def project_simplex(w: Tensor) -> Tensor:

@@ -212,7 +212,7 @@ class PrototypesSchema(_Section):
 
 
 class ModelSchema(_Section):
-    arch: Literal["protopnet", "cbr_ae", "latent_seg", "scale_seg"]
+    arch: Literal["protopnet", "cbr_ae", "latent_seg", "scale_seg", "region_seg"]
     backbone: BackboneSchema
     prototypes: PrototypesSchema
     head: Literal["linear", "nonneg", "tversky"]

@@ -40,6 +40,16 @@ def grid_labels(masks: Tensor, size: tuple[int, int]) -> Tensor:
     return F.interpolate(masks[:, None].float(), size=size, mode="nearest")[:, 0].long()
 
 
+def region_labels(masks: Tensor, onehot: Tensor, num_classes: int) -> Tensor:
+    """(B,R,1) majority class of each region's labelled pixels; ``IGNORE_INDEX`` for a region with
+    none (absent, or all ignored)."""
+    keep = masks != IGNORE_INDEX
+    cls = F.one_hot(torch.where(keep, masks, 0), num_classes).to(onehot.dtype) * keep[..., None]  # (B,S,S,C)
+    counts = torch.einsum("brhw,bhwc->brc", onehot, cls)
+    labels = counts.argmax(dim=2)
+    return torch.where(counts.sum(dim=2) > 0, labels, torch.full_like(labels, IGNORE_INDEX))[..., None]
+
+
 def kld_diversity(maps: Tensor, labels: Tensor, identity: Tensor) -> Tensor:
     """ProtoSeg's KLD term: mean over (image, class, prototype pair) of exp(−symmetric KL) between the
     log-softmax distributions of two same-class prototypes' activations over the class's locations
@@ -92,9 +102,13 @@ def segmentation_loss(out: dict[str, Tensor], masks: Tensor, model, coefs: dict,
     """crs_ent·CE at the grid (+ crs_ent_pixel·CE at the input resolution) + kld·KLD + l1·L1
     (+ group_entropy·entropy for scale_seg); ``weight``: per-class CE weights or None."""
     grid = out["grid_logits"]
-    labels = grid_labels(masks, grid.shape[-2:])
+    if "region_onehot" in out:  # region_seg: one label per superpixel
+        labels = region_labels(masks, out["region_onehot"], grid.shape[1])
+    else:
+        labels = grid_labels(masks, grid.shape[-2:])
     ce = F.cross_entropy(grid, labels, weight=weight, ignore_index=IGNORE_INDEX)
-    kld = kld_diversity(out["maps"], labels, model.prototype_class_identity) if coefs["kld"] else grid.new_zeros(())
+    maps = out.get("grid_maps", out["maps"])
+    kld = kld_diversity(maps, labels, model.prototype_class_identity) if coefs["kld"] else grid.new_zeros(())
     l1 = wrong_class_l1(model)
     total = coefs["crs_ent"] * ce + coefs["kld"] * kld + coefs["l1"] * l1
     parts = {"ce": ce.item(), "kld": kld.item(), "l1": l1.item()}
@@ -236,10 +250,17 @@ def push_segmentation(model, images: Tensor, masks: Tensor, batch_size: int = 12
     boxes: list[list[int] | None] = [None] * m
     for start in range(0, len(images), batch_size):
         x = images[start : start + batch_size]
-        z = model.features(x)
-        maps = model(x)["maps"]  # (B,M,h,w)
-        chunks = model.scale_chunks(z) if scale_of is not None else None
-        labels = grid_labels(masks[start : start + batch_size], maps.shape[-2:])  # (B,h,w)
+        chunks = None
+        if hasattr(model, "region_features"):  # region_seg: the locations are the superpixels
+            z, onehot = model.region_features(x)  # (B,D,R,1)
+            maps = layer(z)
+            labels = region_labels(masks[start : start + batch_size], onehot, model.num_classes)
+            painted = torch.einsum("bmr,brhw->bmhw", maps[..., 0], onehot)
+        else:
+            z = model.features(x)
+            maps = painted = model(x)["maps"]  # (B,M,h,w)
+            chunks = model.scale_chunks(z) if scale_of is not None else None
+            labels = grid_labels(masks[start : start + batch_size], maps.shape[-2:])  # (B,h,w)
         own = labels[:, None] == proto_cls[None, :, None, None]  # (B,M,h,w)
         sim = maps.masked_fill(~own, -float("inf"))
         val, pos = sim.flatten(2).max(dim=2)  # (B,M)
@@ -250,7 +271,7 @@ def push_segmentation(model, images: Tensor, masks: Tensor, batch_size: int = 12
             best[j] = float(bval[j])
             vectors[j] = (chunks[b, int(scale_of[j]), :, h, w] if chunks is not None else z[b, :, h, w]).clone()
             source[j] = (start + b, h, w)
-            boxes[j] = high_activation_box(maps[b, j], size)
+            boxes[j] = high_activation_box(painted[b, j], size)
         if progress:
             progress(len(x))
     if project:

@@ -59,6 +59,7 @@ def model_config(recipe: dict, dataset) -> dict:
         "head_attrs": dict(recipe["model"]["head_attrs"]),
         "scales": recipe["model"]["scales"],
         "groups": recipe["model"]["groups"],
+        "regions": recipe["data"].get("superpixels", 0),  # arch region_seg: SLIC regions per image
     }
 
 
