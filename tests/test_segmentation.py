@@ -240,3 +240,52 @@ def test_compile_validate_explain(seg_bundle, tmp_path, capsys):
         assert r["pixels"] == int((mask == r["class"]).sum())
     with Image.open(tmp_path / "ex.png") as fig:
         assert fig.size[0] > 600 and fig.size[1] > 300
+
+
+# ---------------------------------------------------------------- region proposals (SLIC)
+
+
+def test_superpixel_channel_and_region_pooling():
+    pytest.importorskip("skimage", reason="the segmentation extra (scikit-image) is not installed")
+    from edgeproto.models import create_model
+    from edgeproto.train.segmentation import region_labels
+
+    ds = build_dataset({**SEG, "superpixels": 16}, "train")
+    x, _ = ds[0]
+    labels = x[3].numpy()
+    assert x.shape == (4, 32, 32) and labels.min() == 0 and labels.max() <= 15
+    assert np.array_equal(labels, np.rint(labels))  # whole region ids
+    cfg = {"num_classes": 6, "image_size": 32, "arch": "region_seg", "regions": 16,
+           "backbone": {"name": "dilated_cnn", "width": 4, "dilations": [1]},
+           "prototypes": {"family": "gaussian", "per_class": 2, "dim": 8}}
+    model = create_model(cfg).eval()
+    xb = torch.stack([x, ds[1][0]])
+    feats, onehot = model.region_features(xb)
+    z = model.features(xb)
+    # masked average = the features of each cell weighted by the region's share of that cell
+    share = F.adaptive_avg_pool2d(onehot, z.shape[-2:])
+    r = int(labels[5, 5])
+    expected = (z[0] * share[0, r]).sum(dim=(1, 2)) / share[0, r].sum()
+    assert torch.allclose(feats[0, :, r, 0], expected, rtol=1e-5, atol=1e-6)
+    out = model(xb)
+    # every pixel of a superpixel carries that region's logits
+    region = torch.from_numpy(labels == r)
+    px = out["logits"][0][:, region]
+    assert torch.allclose(px, px[:, :1].expand_as(px))
+    masks = torch.from_numpy(np.stack([ds.mask(0), ds.mask(1)]).astype(np.int64))
+    lab = region_labels(masks, onehot, 6)[0, r, 0]
+    assert int(lab) == np.bincount(ds.mask(0)[labels == r], minlength=6).argmax()
+
+
+def test_region_model_exports_with_the_label_map_input(trained, tmp_path):
+    pytest.importorskip("skimage", reason="the segmentation extra (scikit-image) is not installed")
+    from edgeproto.bundle import open_bundle
+    from edgeproto.compare.segmentation import validate_segmentation
+    from edgeproto.export.bundle_writer import export_bundle
+
+    ckpt = trained("gaussian", model={"arch": "region_seg"}, data={"task": "segmentation", "superpixels": 16},
+                   joint_last_layer=True)
+    manifest = export_bundle(ckpt, tmp_path / "b", golden=4)
+    assert manifest["inputs"][0]["shape"][1] == 4 and manifest["export_check"]["passed"]
+    rep = validate_segmentation(open_bundle(tmp_path / "b"), "openvino", split="test", limit=4, progress=False)
+    assert rep["pixel_agreement"] == 1.0 and rep["region_top1_agreement"] == 1.0 and rep["passed"]
