@@ -16,7 +16,7 @@ from torch.nn.parallel import DistributedDataParallel
 from edgeproto import atomic_files
 from edgeproto.environment import cpu_model
 from edgeproto.errors import EdgeprotoError
-from edgeproto.models import SEGMENTATION_ARCHS, PrototypeNet, create_model
+from edgeproto.models import PrototypeNet, create_model
 from edgeproto.train.augment import random_shift
 from edgeproto.train import checkpoint
 from edgeproto.train.distributed import Dist, init_distributed, shutdown
@@ -388,34 +388,6 @@ class Trainer:
                     png.unlink(missing_ok=True)
         self.dist.barrier()
         return config
-
-
-def train(recipe: dict, out: str | Path, *, force: bool = False, quiet: bool = False) -> dict:
-    """Train ``recipe`` into the checkpoint directory ``out`` and return the checkpoint config.
-
-    An ``out`` holding a finished checkpoint is refused unless ``force``; one holding a killed run's
-    ``resume.pt`` is resumed.
-    """
-    out = Path(out)
-    recipe = resolve_data_root(recipe)
-    check_out(recipe, out, force)
-    trainer_class = Trainer
-    if recipe["model"]["arch"] in SEGMENTATION_ARCHS:
-        from edgeproto.train.segmentation import SegmentationTrainer as trainer_class
-    trainer = trainer_class(recipe, out, quiet=quiet)  # data and model are checked before anything is written
-    if force:
-        (out / checkpoint.RESUME).unlink(missing_ok=True)
-    created = not out.exists()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise EdgeprotoError(f"cannot create {out}: {exc.strerror}") from None
-    try:
-        return trainer.run()
-    except BaseException:
-        if created and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()  # nothing was written: leave no empty folder behind
-        raise
 
 
 def resolve_data_root(recipe: dict) -> dict:
