@@ -36,8 +36,13 @@ def materialize_masks(dataset) -> Tensor:
 
 
 def grid_labels(masks: Tensor, size: tuple[int, int]) -> Tensor:
-    """Labels at the feature grid: nearest-neighbour downsampling of (B,S,S) masks to (B,h,w)."""
-    return F.interpolate(masks[:, None].float(), size=size, mode="nearest")[:, 0].long()
+    """Labels at the feature grid: each cell takes the label of its centre pixel, (B,S,S) → (B,h,w)
+    (nearest-neighbour downsampling as PIL's ``NEAREST`` resize that ProtoSeg uses; the cell centres
+    are where the bilinear upsampling of the logits puts each cell, and where explanations look)."""
+    s_h, s_w = masks.shape[-2:]
+    rows = ((torch.arange(size[0]) + 0.5) * s_h / size[0]).long().clamp(max=s_h - 1)
+    cols = ((torch.arange(size[1]) + 0.5) * s_w / size[1]).long().clamp(max=s_w - 1)
+    return masks[:, rows][:, :, cols]
 
 
 def region_labels(masks: Tensor, onehot: Tensor, num_classes: int) -> Tensor:
@@ -48,6 +53,15 @@ def region_labels(masks: Tensor, onehot: Tensor, num_classes: int) -> Tensor:
     counts = torch.einsum("brhw,bhwc->brc", onehot, cls)
     labels = counts.argmax(dim=2)
     return torch.where(counts.sum(dim=2) > 0, labels, torch.full_like(labels, IGNORE_INDEX))[..., None]
+
+
+def cell_box(h: int, w: int, grid: tuple[int, int], size: int) -> list[int]:
+    """``[x0, y0, x1, y1]``: the input pixels around feature-grid cell (h, w), twice the cell wide
+    (at least 8 px), clipped to the image -- the patch a pushed prototype was taken from."""
+    cy, cx = (h + 0.5) * size / grid[0], (w + 0.5) * size / grid[1]
+    half = max(4.0, size / grid[0])
+    return [max(0, int(cx - half)), max(0, int(cy - half)), min(size, int(np.ceil(cx + half))),
+            min(size, int(np.ceil(cy + half)))]
 
 
 def kld_diversity(maps: Tensor, labels: Tensor, identity: Tensor) -> Tensor:
@@ -271,7 +285,8 @@ def push_segmentation(model, images: Tensor, masks: Tensor, batch_size: int = 12
             best[j] = float(bval[j])
             vectors[j] = (chunks[b, int(scale_of[j]), :, h, w] if chunks is not None else z[b, :, h, w]).clone()
             source[j] = (start + b, h, w)
-            boxes[j] = high_activation_box(painted[b, j], size)
+            boxes[j] = cell_box(h, w, maps.shape[-2:], size) if painted is maps \
+                else high_activation_box(painted[b, j], size)
         if progress:
             progress(len(x))
     if project:
