@@ -13,7 +13,7 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[train,openvino,pretrained,video,serve,dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[train,openvino,pretrained,segmentation,video,serve,dev]'
 	rm -f $(VENV)/.installed-* && touch $@
 
 # Train the default recipe, export a bundle (checked in ONNX Runtime), validate it on ONNX Runtime

@@ -10,6 +10,9 @@ negative scores, puts a wrong class's prototype first.
 A prototype's class comes from the bundle (``manifest.prototypes[j]["class"]``); a prototype merged
 into another one (``merged_into``) or pruned (``pruned``) has no class here (−1) and ranks after all
 active ones. NaN scores rank last.
+
+Per-pixel logits (B,C,H,W) of a segmentation model rank by their image mean (B,C); a segmentation
+explains each predicted region with its own ranking (``edgeproto.device.segmentation``).
 """
 
 from __future__ import annotations
@@ -31,9 +34,15 @@ def prototype_classes(prototypes: Sequence[dict]) -> np.ndarray:
     return out
 
 
+def image_logits(logits: np.ndarray) -> np.ndarray:
+    """(B,C) logits: as given, or the mean over the locations of per-pixel logits (B,C,H,W)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    return logits.reshape(*logits.shape[:2], -1).mean(axis=2) if logits.ndim > 2 else logits
+
+
 def ranking(logits: np.ndarray, scores: np.ndarray, classes: np.ndarray) -> np.ndarray:
     """All prototype indices (B,M), best first (see the module docstring)."""
-    logits = np.asarray(logits, dtype=np.float64)
+    logits = image_logits(logits)
     scores = np.asarray(scores, dtype=np.float64)
     classes = np.asarray(classes, dtype=np.int64)
     if scores.ndim != 2 or classes.shape != (scores.shape[1],):
@@ -58,7 +67,7 @@ def top_prototypes(logits: np.ndarray, scores: np.ndarray, classes: np.ndarray, 
 def contributions(logits: np.ndarray, scores: np.ndarray, last_layer: np.ndarray) -> np.ndarray:
     """score × class weight of every prototype for the predicted class, (B,M): the prototype's term
     in the predicted logit for a linear head. Reported beside the ranking, never used for it."""
-    predicted = np.asarray(logits).argmax(axis=1)
+    predicted = image_logits(logits).argmax(axis=1)
     return np.asarray(scores) * np.asarray(last_layer)[predicted]
 
 

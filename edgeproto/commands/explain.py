@@ -78,6 +78,11 @@ def run_explain(bundle, image, target: str = "onnxruntime", precision: str = "fp
     if max_frames is not None and max_frames < 1:
         raise EdgeprotoError(f"--max-frames must be at least 1, got {max_frames}")
     opened = as_bundle(bundle)
+    if opened.manifest.get("task") == "segmentation":
+        png, js = output_paths(image, out_prefix)
+        for p in (png, js):
+            atomic_files.check_output(p, {"bundle": opened.root, "image": image}, "-o/--out")
+        return _explain_segmentation(opened, image, target, precision, guard, device, png, js, as_json)
     source = open_source(image, max_frames=max_frames)
     if source.kind == "image":
         png, js = output_paths(image, out_prefix)
@@ -206,6 +211,33 @@ def _explain_stream(explainer, source, first: Path | None, second: Path, as_json
                         f"{stats.fps:.1f} frames/s ({'decode, inference and drawing overlapped' if overlap else 'serial'})"
                         + (f"\n{'figures' if source.kind == 'folder' else 'video'}: {first}" if first else "")
                         + f"\njsonl:  {second}")
+    return 0
+
+
+def _explain_segmentation(bundle, image, target, precision, guard, device, png, js, as_json: bool) -> int:
+    """A segmentation bundle: the predicted mask and each region's explaining prototype."""
+    from edgeproto.device.segmentation import explain_segmentation, render_segmentation
+
+    result = explain_segmentation(bundle, image, target=target, precision=precision, guard=guard, device=device)
+    render_segmentation(bundle, image, result, png)
+    result["figure"] = str(png)
+    atomic_files.write_text(js, json.dumps(result))
+    if as_json:
+        print(json.dumps({k: v for k, v in result.items() if k != "mask"} | {"json": str(js)}, indent=2))
+        return 0
+    from rich.table import Table
+
+    rt = result["runtime"]
+    table = Table(title=f"{Path(image).name}: {len(result['regions'])} region(s)",
+                  caption=f"{rt['name']} {rt['version']} · {rt['precision']} · {rt['device']}")
+    for col in ("region", "pixels", "prototype", "similarity", "95% box", "source image"):
+        table.add_column(col, justify="left" if col in ("region", "95% box") else "right")
+    for r in result["regions"]:
+        table.add_row(r["class_name"], str(r["pixels"]), str(r["prototype"]), f"{r['score']:.4g}", str(r["box"]),
+                      str(r["source_image"]))
+    out = console()
+    out.print(table)
+    out.print(f"figure: {png}\njson:   {js}")
     return 0
 
 

@@ -133,6 +133,45 @@ def _print_footer(out, result: dict, paths: dict | None) -> None:
         out.print(f"report: {paths['html']}\njson:   {paths['json']}")
 
 
+def _validate_segmentation(bundle, target, precision, guard, options, out, sweep, as_json, data) -> int:
+    """A segmentation bundle: mIoU / pixel accuracy of both sides, per-pixel and per-region agreement."""
+    from rich.table import Table
+
+    from edgeproto import atomic_files
+    from edgeproto.compare.segmentation import validate_segmentation
+
+    if sweep or data is not None or options.thresholds is not None:
+        raise EdgeprotoError("validate of a segmentation bundle takes one --target (no --sweep, --data or "
+                             "--thresholds yet)")
+    if not target:
+        raise EdgeprotoError("validate needs a --target (onnxruntime, openvino)")
+    result = validate_segmentation(bundle, target, precision, guard, split=options.split, limit=options.limit,
+                                   batch=options.batch, device=options.device, threads=options.threads,
+                                   data_root=options.data_root, progress=options.progress)
+    if out is not None:
+        atomic_files.write_text(Path(out) / "report.json", json.dumps(result, indent=2))
+    code = 0 if result["passed"] else 1
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return code
+    t = result["target"]
+    table = Table(title=f"{t['target']} {t['precision']}{'' if t['guard'] == 'prototypes' else ' (no guard)'} vs "
+                        f"PyTorch on {result['data']['images']} {result['data']['split']} images (segmentation)")
+    for col in ("check", "limit", "value", "verdict"):
+        table.add_column(col, justify="left" if col in ("check", "verdict") else "right")
+    for c in result["checks"]:
+        table.add_row(c["name"], f"≥ {c['limit']}" if c["name"] != "finite" else "", f"{c['value']:.4f}"
+                      if not isinstance(c["value"], bool) else str(c["value"]),
+                      "[green]PASS[/]" if c["passed"] else "[bold red]FAIL[/]")
+    cons = console()
+    cons.print(table)
+    r, d = result["reference"], result["deployed"]
+    cons.print(f"mIoU: reference {r['miou']:.4f}, target {d['miou']:.4f}; pixel accuracy: reference "
+               f"{r['pixel_accuracy']:.4f}, target {d['pixel_accuracy']:.4f}; {result['regions']} regions")
+    cons.print("[bold green]PASSED[/]" if result["passed"] else f"[bold red]FAILED[/]: {', '.join(result['failed'])}")
+    return code
+
+
 def run_validate(
     bundle,
     target: str | None = "onnxruntime",
@@ -189,6 +228,8 @@ def run_validate(
         if Path(out).exists() and not Path(out).is_dir():
             raise EdgeprotoError(f"--out {out} exists and is not a directory")
     bundle = opened
+    if bundle.manifest.get("task") == "segmentation":
+        return _validate_segmentation(bundle, target, precision, guard, options, out, sweep, as_json, data)
     if sweep:
         result = run_sweep(bundle, _targets(target, targets), options)
     else:

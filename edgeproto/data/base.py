@@ -10,6 +10,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from edgeproto.data.options import check_split
+from edgeproto.errors import EdgeprotoError
 from edgeproto.data.preprocess import to_input, to_raw
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -23,7 +24,12 @@ class ImageDataset(Dataset):
     ``raw_image(i)`` is the same picture as uint8 (S, S, 3) for visualisation; ``part_masks(i)``
     is bool (P, S, S) over ``part_names`` or None when the dataset has no parts.
     Subclasses implement :meth:`source_image` (and :meth:`part_masks` if they have parts).
+    A segmentation dataset sets ``task = "segmentation"`` and implements :meth:`mask`; its
+    ``classes`` are then the pixel classes.
     """
+
+    task = "classification"
+    superpixels = 0  # > 0: ds[i] appends a SLIC label map of that many regions as a 4th channel
 
     def __init__(
         self,
@@ -54,7 +60,12 @@ class ImageDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         i = self._index(index)
-        x = to_input(self.source_image(i), self.image_size, self.mean, self.std)
+        img = self.source_image(i)
+        x = to_input(img, self.image_size, self.mean, self.std)
+        if self.superpixels:
+            from edgeproto.data.superpixels import with_superpixels
+
+            x = with_superpixels(x, to_raw(img, self.image_size), self.superpixels)
         return torch.from_numpy(x), int(self.labels[i])
 
     def source_image(self, index: int) -> Image.Image:
@@ -69,6 +80,10 @@ class ImageDataset(Dataset):
         """bool (P, S, S) ground-truth mask per entry of ``part_names``; None without parts."""
         self._index(index)
         return None
+
+    def mask(self, index: int) -> np.ndarray:
+        """uint8 (S, S) pixel classes (``IGNORE_INDEX`` = not labelled); segmentation datasets only."""
+        raise EdgeprotoError(f"{type(self).__name__} has no segmentation masks")
 
     def _index(self, index: int) -> int:
         """A valid non-negative index (negative counts from the end); IndexError otherwise."""

@@ -13,18 +13,21 @@ from typing import Any
 from edgeproto.errors import EdgeprotoError
 
 SPLITS = ("train", "test")
+IGNORE_INDEX = 255  # segmentation masks: pixels that count for no class (loss and metrics skip them)
 
 # name -> (module, class, accepted keys besides "name", required keys)
 DATASETS: dict[str, tuple[str, str, tuple[str, ...], tuple[str, ...]]] = {
     "procedural": (
         "edgeproto.data.procedural",
         "ProceduralDataset",
-        ("image_size", "num_classes", "train_size", "test_size", "seed", "rule"),
+        ("image_size", "num_classes", "train_size", "test_size", "seed", "rule", "task", "superpixels"),
         (),
     ),
     "digits": ("edgeproto.data.digits", "DigitsDataset", ("image_size", "seed"), ()),
     "folder": ("edgeproto.data.folder", "FolderDataset", ("root", "image_size", "seed"), ("root",)),
     "cub": ("edgeproto.data.cub", "CubDataset", ("root", "image_size", "crop_to_bbox"), ("root",)),
+    "seg_folder": ("edgeproto.data.seg_folder", "SegFolderDataset", ("root", "classes", "image_size", "seed"),
+                   ("root", "classes")),
 }
 
 

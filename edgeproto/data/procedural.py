@@ -20,6 +20,12 @@ part presence can learn: class ``exactly_one`` shows exactly one of circle and s
 distractor): the missing ones are fillers drawn from triangle, cross and stripes, so the shape
 count does not give the class away. The four cases (neither, circle, square, both) are equally
 likely within their class.
+
+``task: segmentation`` makes the same images a semantic-segmentation set: the pixel classes are
+``background`` plus the five part types (``SEGMENTATION_CLASSES``), ``mask(i)`` is the uint8 (S, S)
+class index of every pixel (the distractor line counts as background: it is clutter the model has
+to ignore), and an image's ``label`` is its largest part's class (the scene's classification label
+is not a pixel class).
 """
 
 from __future__ import annotations
@@ -55,6 +61,8 @@ RULES = ("pairs", "xor")
 XOR_PARTS: tuple[str, str] = ("circle", "square")  # rule xor: class = exactly one of these
 XOR_FILLERS: tuple[str, ...] = ("triangle", "cross", "stripes")
 XOR_CLASSES: tuple[str, str] = ("none_or_both", "exactly_one")
+TASKS = ("classification", "segmentation")
+SEGMENTATION_CLASSES: tuple[str, ...] = ("background",) + PART_NAMES
 
 _SPLIT_STREAM = {"train": 0, "test": 1}
 _DISTRACTOR = -2  # kind code for the distractor (not a part type)
@@ -83,6 +91,8 @@ class ProceduralDataset(ImageDataset):
         test_size: int = 400,
         seed: int = 0,
         rule: str = "pairs",
+        task: str = "classification",
+        superpixels: int = 0,
     ) -> None:
         check_split(split)
         self.seed = int_option("seed", seed, 0, 2**32 - 1)
@@ -92,6 +102,12 @@ class ProceduralDataset(ImageDataset):
         if rule == "xor" and num_classes not in (2, 4):  # 4: the default, i.e. not set
             raise EdgeprotoError("dataset option 'rule: xor' has 2 classes; leave num_classes out or set 2")
         self.rule = rule
+        if task not in TASKS:
+            raise EdgeprotoError(f"dataset option 'task' must be one of {', '.join(TASKS)}, got {task!r}")
+        self.task = task
+        self.superpixels = int_option("superpixels", superpixels, 0, 255)
+        if self.superpixels and task != "segmentation":
+            raise EdgeprotoError("dataset option 'superpixels' needs 'task: segmentation'")
         num_classes = 2 if rule == "xor" else int_option("num_classes", num_classes, 2, MAX_CLASSES)
         n_train = int_option("train_size", train_size, 1)
         n_test = int_option("test_size", test_size, 1)
@@ -110,6 +126,10 @@ class ProceduralDataset(ImageDataset):
         self._class_kinds = [tuple(PART_NAMES.index(p) for p in pair) for pair in class_parts]
         self._images: list[np.ndarray | None] = [None] * n
         self._part_maps: list[np.ndarray | None] = [None] * n  # int8 (S, S): part index or -1
+        if task == "segmentation":
+            self.scene_labels: np.ndarray = self.labels.copy()
+            self.classes = list(SEGMENTATION_CLASSES)
+            self.labels = np.array([self._largest_part(i) for i in range(n)], dtype=np.int64)
 
     def render(self, index: int) -> Rendering:
         """Generate sample ``index`` from scratch, with its background and distractor mask."""
@@ -134,6 +154,18 @@ class ProceduralDataset(ImageDataset):
         self._ensure(i)
         kinds = np.arange(len(PART_NAMES), dtype=np.int8)[:, None, None]
         return self._part_maps[i][None] == kinds  # type: ignore[index]
+
+    def mask(self, index: int) -> np.ndarray:
+        """uint8 (S, S) pixel classes (task segmentation): 0 background, 1 + part index for parts."""
+        if self.task != "segmentation":
+            raise EdgeprotoError("mask() needs dataset option 'task: segmentation'")
+        i = self._index(index)
+        self._ensure(i)
+        return (self._part_maps[i].astype(np.int16) + 1).astype(np.uint8)  # type: ignore[union-attr]
+
+    def _largest_part(self, i: int) -> int:
+        counts = np.bincount(self.mask(i).ravel(), minlength=len(SEGMENTATION_CLASSES))
+        return int(counts[1:].argmax()) + 1
 
     def _ensure(self, i: int) -> None:
         if self._images[i] is None:

@@ -217,13 +217,15 @@ def _assemble(stage, checkpoint, config, model, family, inputs, ids, labels, ref
                   "family": family.name, "op_type": family.op_type, "formula": family.summary,
                   "head": getattr(model, "head", "linear"),
                   "head_op_type": "TverskySimilarity" if getattr(model, "head", "linear") == "tversky" else None},
-        "inputs": [{"name": INPUT_NAME, "shape": ["batch", 3, config["image_size"], config["image_size"]],
+        "inputs": [{"name": INPUT_NAME, "shape": ["batch", int(inputs.shape[1]), config["image_size"], config["image_size"]],
                     "dtype": "float32"}],
         "outputs": [{"name": n, "shape": list(("batch",) + reference[n].shape[1:]), "dtype": "float32"}
                     for n in OUTPUTS],
         "preprocess": {"image_size": config["image_size"], "mode": "RGB", "resize": "bilinear",
                        "scale": 1 / 255, "mean": config["mean"], "std": config["std"]},
         "classes": config["classes"],
+        # segmentation: logits are per pixel (B,C,S,S) and the classes are pixel classes
+        "task": "segmentation" if reference["logits"].ndim == 4 else "classification",
         "data": config["recipe"]["data"],
         "part_names": config.get("part_names", []),
         "prototypes": prototypes,

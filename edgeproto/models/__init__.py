@@ -8,8 +8,9 @@ from edgeproto.models import densenet, efficientnet_lite, resnet, vgg  # noqa: F
 from edgeproto.models.backbones import backbones, create_backbone, register_backbone
 from edgeproto.models.cbr_autoencoder import CbrAutoencoderNet, CbrDecoder, CbrEncoder
 from edgeproto.models.prototype_net import ADD_ONS, HEADS, NonNegLinear, PrototypeLayer, PrototypeNet, TverskyHead
+from edgeproto.models.segmentation import SEGMENTATION_ARCHS, LatentGridSegNet, RegionSegNet, ScaleGroupedSegNet
 
-ARCHS = ("protopnet", "cbr_ae")
+ARCHS = ("protopnet", "cbr_ae") + SEGMENTATION_ARCHS
 
 
 def create_model(config: dict, backbone: nn.Module | None = None) -> PrototypeNet | CbrAutoencoderNet:
@@ -32,6 +33,19 @@ def create_model(config: dict, backbone: nn.Module | None = None) -> PrototypeNe
         return CbrAutoencoderNet(backbone, num_classes=config["num_classes"], image_size=config["image_size"],
                                  family=protos["family"], per_class=protos["per_class"], attrs=protos.get("attrs"),
                                  dim=protos["dim"])
+    if arch == "latent_seg":
+        return LatentGridSegNet(backbone, num_classes=config["num_classes"], image_size=config["image_size"],
+                                family=protos["family"], per_class=protos["per_class"], dim=protos["dim"],
+                                attrs=protos.get("attrs"))
+    if arch == "region_seg":
+        return RegionSegNet(backbone, num_classes=config["num_classes"], image_size=config["image_size"],
+                            regions=config.get("regions", 0), family=protos["family"], per_class=protos["per_class"],
+                            dim=protos["dim"], attrs=protos.get("attrs"))
+    if arch == "scale_seg":
+        return ScaleGroupedSegNet(backbone, num_classes=config["num_classes"], image_size=config["image_size"],
+                                  family=protos["family"], per_class=protos["per_class"], dim=protos["dim"],
+                                  attrs=protos.get("attrs"), scales=config.get("scales", 4),
+                                  groups=config.get("groups", 3))
     if arch != "protopnet":
         from edgeproto.errors import EdgeprotoError
 
@@ -57,6 +71,10 @@ __all__ = [
     "CbrDecoder",
     "CbrEncoder",
     "HEADS",
+    "LatentGridSegNet",
+    "RegionSegNet",
+    "SEGMENTATION_ARCHS",
+    "ScaleGroupedSegNet",
     "NonNegLinear",
     "TverskyHead",
     "PrototypeLayer",

@@ -110,6 +110,27 @@ class SmallResNet(nn.Module):
         return self.features(x)
 
 
+@register_backbone("dilated_cnn")
+class DilatedCNN(nn.Module):
+    """A DeepLab-style dense backbone: a 3×3 stem, ``downsample`` stride-2 convs (stride 2**downsample),
+    then 3×3 convs of growing dilation (a wide receptive field on a fine grid, for segmentation)."""
+
+    def __init__(self, in_channels: int = 3, width: int = 16, dilations: tuple[int, ...] | list[int] = (1, 2, 4, 8),
+                 downsample: int = 1) -> None:
+        super().__init__()
+        layers = [_conv_bn_relu(in_channels, width), _conv_bn_relu(width, 2 * width, stride=2)]
+        layers += [_conv_bn_relu(2 * width, 2 * width, stride=2) for _ in range(downsample - 1)]
+        for d in dilations:
+            layers += [nn.Conv2d(2 * width, 2 * width, 3, padding=d, dilation=d, bias=False),
+                       nn.BatchNorm2d(2 * width), nn.ReLU(inplace=True)]
+        self.features = nn.Sequential(*layers)
+        self.out_channels = 2 * width
+        self.stride = 2**downsample
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.features(x)
+
+
 def backbones() -> list[str]:
     """Names of the registered backbones."""
     return sorted(_BACKBONES)

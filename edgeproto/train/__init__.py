@@ -2,6 +2,6 @@
 
 from edgeproto.train.pruning import prune
 from edgeproto.train.recipe import load_recipe, validate_recipe
-from edgeproto.train.trainer import train
+from edgeproto.train.run import train
 
 __all__ = ["load_recipe", "prune", "train", "validate_recipe"]

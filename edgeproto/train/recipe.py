@@ -40,6 +40,9 @@ DEFAULTS: dict[str, Any] = {
         # ProtoPNet's add-on between backbone and prototypes: regular (conv-ReLU-conv-sigmoid) or
         # bottleneck (1×1 conv pairs halving the channels down to prototypes.dim)
         "add_on": "regular",
+        # arch scale_seg (ScaleProtoSeg): feature chunks / prototype scales, and groups per class
+        "scales": 4,
+        "groups": 3,
     },
     "train": {
         "batch_size": 64,
@@ -50,8 +53,12 @@ DEFAULTS: dict[str, Any] = {
         # ProtoPNet's coefficients; cluster/separation use -score (see edgeproto.train.losses).
         # commit: weight of a family's auxiliary loss (codebook: VQ codebook + commitment loss)
         # recon, r1, r2: arch cbr_ae's reconstruction, prototype→encoding and encoding→prototype terms
+        # kld: ProtoSeg's diversity term, group_entropy: ScaleProtoSeg's entropy of group weights
+        # (segmentation archs only); crs_ent_pixel: cross-entropy of the upsampled logits at the
+        # input resolution (not in ProtoSeg, which takes it at the feature grid only)
         "coefs": {"crs_ent": 1.0, "clst": 0.8, "sep": -0.08, "l1": 1e-4, "commit": 0.25,
-                  "recon": 1.0, "r1": 1.0, "r2": 1.0},
+                  "recon": 1.0, "r1": 1.0, "r2": 1.0, "kld": 0.25, "group_entropy": 0.05,
+                  "crs_ent_pixel": 0.0},
         "weight_decay": 1e-3,
         "push_batch_size": 128,
         # project: replace each prototype by its closest own-class training patch (ProtoPNet);
@@ -69,6 +76,9 @@ DEFAULTS: dict[str, Any] = {
         # never the argmax over prototypes anywhere on the training split); listed in the config
         "prune_unused": False,
         "augment_shift": 0,  # random translation of training images by up to N pixels
+        # segmentation archs: weight the cross-entropy per class by 1/sqrt(pixel frequency) on the
+        # training masks (normalised to mean 1), so a small part class is not drowned by background
+        "balance_classes": False,
     },
 }
 _OPEN = {("data",), ("model", "backbone"), ("model", "prototypes", "attrs"), ("model", "head_attrs")}
@@ -154,6 +164,9 @@ class CoefsSchema(_Section):  # loss weights: any sign (ProtoPNet's separation w
     recon: Real
     r1: Real
     r2: Real
+    kld: Real
+    group_entropy: Real
+    crs_ent_pixel: Real
 
 
 class TrainSchema(_Section):
@@ -171,6 +184,7 @@ class TrainSchema(_Section):
     freeze_backbone: StrictBool
     prune_unused: StrictBool
     augment_shift: Annotated[StrictInt, Field(ge=0, le=1024)]
+    balance_classes: StrictBool
 
 
 class BackboneSchema(BaseModel):
@@ -185,6 +199,8 @@ class BackboneSchema(BaseModel):
     stem_stride: Annotated[StrictInt, Field(ge=1, le=64)] | None = None
     widths: Annotated[list[Size], Field(min_length=1, max_length=16)] | None = None
     activation: StrictStr | None = None
+    downsample: Annotated[StrictInt, Field(ge=1, le=6)] | None = None
+    dilations: Annotated[list[Annotated[StrictInt, Field(ge=1, le=64)]], Field(min_length=1, max_length=16)] | None = None
 
 
 # family / head attribute → (lower bound, bound included?)
@@ -199,13 +215,15 @@ class PrototypesSchema(_Section):
 
 
 class ModelSchema(_Section):
-    arch: Literal["protopnet", "cbr_ae"]
+    arch: Literal["protopnet", "cbr_ae", "latent_seg", "scale_seg", "region_seg"]
     backbone: BackboneSchema
     prototypes: PrototypesSchema
     head: Literal["linear", "nonneg", "tversky"]
     head_features: Count
     head_attrs: dict[StrictStr, Real]
     add_on: Literal["regular", "bottleneck"]
+    scales: Annotated[StrictInt, Field(ge=1, le=16)]
+    groups: Annotated[StrictInt, Field(ge=1, le=64)]
 
 
 class DataSchema(BaseModel):

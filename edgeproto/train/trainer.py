@@ -58,6 +58,9 @@ def model_config(recipe: dict, dataset) -> dict:
         "head_features": recipe["model"]["head_features"],
         "head_attrs": dict(recipe["model"]["head_attrs"]),
         "add_on": recipe["model"].get("add_on", "regular"),
+        "scales": recipe["model"]["scales"],
+        "groups": recipe["model"]["groups"],
+        "regions": recipe["data"].get("superpixels", 0),  # arch region_seg: SLIC regions per image
     }
 
 
@@ -330,11 +333,14 @@ class Trainer:
                 start_epoch, opt_state = 0, {}
         if self.cfg["prune_unused"]:
             self._prune_unused()
-        self.metrics["test_accuracy"] = self.evaluate()
-        self.metrics["train_accuracy"] = accuracy(predict(self.model, self.images)["logits"], self.labels)
+        self._final_metrics()
         config = self._write_checkpoint()
         shutdown(self.dist)
         return config
+
+    def _final_metrics(self) -> None:
+        self.metrics["test_accuracy"] = self.evaluate()
+        self.metrics["train_accuracy"] = accuracy(predict(self.model, self.images)["logits"], self.labels)
 
     def _write_checkpoint(self) -> dict:
         classes = list(self.train_set.classes)
@@ -383,31 +389,6 @@ class Trainer:
                     png.unlink(missing_ok=True)
         self.dist.barrier()
         return config
-
-
-def train(recipe: dict, out: str | Path, *, force: bool = False, quiet: bool = False) -> dict:
-    """Train ``recipe`` into the checkpoint directory ``out`` and return the checkpoint config.
-
-    An ``out`` holding a finished checkpoint is refused unless ``force``; one holding a killed run's
-    ``resume.pt`` is resumed.
-    """
-    out = Path(out)
-    recipe = resolve_data_root(recipe)
-    check_out(recipe, out, force)
-    trainer = Trainer(recipe, out, quiet=quiet)  # data and model are checked before anything is written
-    if force:
-        (out / checkpoint.RESUME).unlink(missing_ok=True)
-    created = not out.exists()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise EdgeprotoError(f"cannot create {out}: {exc.strerror}") from None
-    try:
-        return trainer.run()
-    except BaseException:
-        if created and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()  # nothing was written: leave no empty folder behind
-        raise
 
 
 def resolve_data_root(recipe: dict) -> dict:
