@@ -120,7 +120,7 @@ def render_segmentation(bundle: Bundle | str | Path, image_path: str | Path, exp
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch, Rectangle
 
-    from edgeproto.device.figure import _display_size, _patch, heatmap_overlay
+    from edgeproto.device.figure import _display_size, heatmap_overlay, source_panel
 
     bundle = as_bundle(bundle)
     size = int(explanation["input_size"])
@@ -159,10 +159,10 @@ def render_segmentation(bundle: Bundle | str | Path, image_path: str | Path, exp
         x0, y0, x1, y1 = (v * side / size for v in r["box"])
         axes[i, 1].add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, color="#00ff66", lw=2))
         axes[i, 1].set_title(f"prototype {r['prototype']} similarity", fontsize=10)
-        patch = _patch(bundle, r.get("patch_png"), side)
+        patch, caption = source_panel(bundle, r, side)
         if patch is not None:
             axes[i, 2].imshow(patch)
-        axes[i, 2].set_title("prototype's source patch", fontsize=10)
+        axes[i, 2].set_title(f"prototype's source: {caption}", fontsize=10)
         axes[i, 3].text(0.02, 0.5, f"region {r['class_name']} ({r['pixels']} px)\nlooks like prototype {r['prototype']}"
                                    f"\n(class {classes[r['class']]})\nsimilarity {r['score']:.4g}"
                                    f"\nsource: training image {r.get('source_image')}", fontsize=10.5, va="center")
