@@ -162,7 +162,7 @@ def render_segmentation(bundle: Bundle | str | Path, image_path: str | Path, exp
         patch, caption = source_panel(bundle, r, side)
         if patch is not None:
             axes[i, 2].imshow(patch)
-        axes[i, 2].set_title(f"prototype's source: {caption}", fontsize=10)
+        axes[i, 2].set_title("source patch" if caption.startswith("patch") else caption, fontsize=10)
         axes[i, 3].text(0.02, 0.5, f"region {r['class_name']} ({r['pixels']} px)\nlooks like prototype {r['prototype']}"
                                    f"\n(class {classes[r['class']]})\nsimilarity {r['score']:.4g}"
                                    f"\nsource: training image {r.get('source_image')}", fontsize=10.5, va="center")
