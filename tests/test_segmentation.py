@@ -289,3 +289,13 @@ def test_region_model_exports_with_the_label_map_input(trained, tmp_path):
     assert manifest["inputs"][0]["shape"][1] == 4 and manifest["export_check"]["passed"]
     rep = validate_segmentation(open_bundle(tmp_path / "b"), "openvino", split="test", limit=4, progress=False)
     assert rep["pixel_agreement"] == 1.0 and rep["region_top1_agreement"] == 1.0 and rep["passed"]
+
+
+def test_info_shows_a_segmentation_checkpoint(seg_bundle, capsys):
+    """The training summary prints list-valued metrics (per-class IoU) instead of failing on them."""
+    from tests.test_bad_inputs import run_main
+
+    ckpt, _ = seg_bundle
+    code, out, err = run_main(["info", str(ckpt)], capsys)
+    assert code == 0, err
+    assert "test_class_iou" in out and "test_miou" in out

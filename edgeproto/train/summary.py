@@ -58,7 +58,8 @@ def render(summary: dict, console: Console | None = None) -> None:
                                  else " (their class had no training image)"))
     for key, value in summary["metrics"].items():
         if "_epoch" not in key:  # per-epoch curves stay in --json
-            table.add_row(key, f"{value:.4f}")
+            values = value if isinstance(value, (list, tuple)) else [value]  # e.g. per-class IoU
+            table.add_row(key, ", ".join(f"{v:.4f}" for v in values))
     if console is None:
         console = Console()
         if not console.is_terminal:
