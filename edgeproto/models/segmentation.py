@@ -153,23 +153,16 @@ class ScaleGroupedSegNet(_SegmentationNet):
         return w
 
 
-class RegionSegNet(_SegmentationNet):
-    """Superpixel-region prototype segmentation (see the module docstring)."""
+class RegionSegNet(LatentGridSegNet):
+    """Superpixel-region prototype segmentation (see the module docstring): the latent-grid model's
+    layers, its features pooled per SLIC region instead of read per grid location."""
 
     def __init__(self, backbone: nn.Module, num_classes: int, image_size: int, regions: int, family: str = "gaussian",
                  per_class: int = 3, dim: int = 16, attrs: dict | None = None) -> None:
-        super().__init__()
         if regions < 1:
             raise EdgeprotoError("region_seg needs data.superpixels ≥ 1 (the number of SLIC regions)")
-        self.backbone = backbone
-        self.image_size = int(image_size)
+        super().__init__(backbone, num_classes, image_size, family, per_class, dim, attrs)
         self.regions = int(regions)
-        self.add_on = nn.Sequential(nn.Conv2d(backbone.out_channels, dim, 1), nn.ReLU(inplace=True),
-                                    nn.Conv2d(dim, dim, 1), nn.Sigmoid())
-        self.prototype_layer = PrototypeLayer(family, num_classes * per_class, dim, attrs)
-        self.last_layer = nn.Linear(num_classes * per_class, num_classes, bias=False)
-        self._init_classes(num_classes, per_class)
-        self.set_last_layer_incorrect_connection(-0.5)
         self.register_buffer("region_ids", torch.arange(self.regions, dtype=torch.float32)[None, :, None, None],
                              persistent=False)
 
@@ -178,7 +171,7 @@ class RegionSegNet(_SegmentationNet):
         return (x[:, 3:4] == self.region_ids).to(x.dtype)
 
     def features(self, x: Tensor) -> Tensor:
-        return self.add_on(self.backbone(x[:, :3]))
+        return super().features(x[:, :3])  # channel 3 is the label map
 
     def region_features(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(B,D,R,1) masked-average features of each region and the one-hot masks (B,R,S,S)."""
