@@ -45,12 +45,7 @@ class GraphRunner(OnnxRuntimeRunner):
 
 def _cpu_graph(path: Path) -> Path | bytes:
     """``path``, or — for a plugin graph — the graph with its prototype bodies attached (bytes)."""
-    import onnx
-
-    try:
-        model = onnx.load(str(path))
-    except Exception as exc:  # noqa: BLE001 -- protobuf / IO errors
-        raise EdgeprotoError(f"cannot read the TensorRT graph {path}: {exc}") from None
+    model = _read_graph(path, weights=True)
     if not is_plugin_graph(model):
         return path
     bodies = path.parent / FUNCTIONS_FILE
@@ -81,10 +76,12 @@ class TensorRtRunner:
 
         self._path = Path(model)
         self._precision = precision
-        self.plugins = _register_plugins(self._path)
+        graph = _read_graph(self._path)  # read once: its input size and the plugins it needs
+        self._size = int(graph.graph.input[0].type.tensor_type.shape.dim[2].dim_value)
+        self.plugins = _register_plugins(graph)
         self.max_batch = int(max_batch)
         self.version = trt.__version__
-        size = _input_size(self._path)
+        size = self._size
 
         def build() -> bytes:
             profile = Profile().add("image", min=(1, 3, size, size), opt=(1, 3, size, size),
@@ -115,7 +112,7 @@ class TensorRtRunner:
         return f"{self._identity['gpu']} (compute {self._identity['compute_capability']})"
 
     def describe(self) -> dict:
-        size = _input_size(self._path)
+        size = self._size
         outs = [{"name": n, "shape": ["batch", "?"], "type": "tensor(float)"} for n in ("logits", "scores", "maps")]
         return {"inputs": [{"name": "image", "shape": ["batch", 3, size, size], "type": "tensor(float)"}],
                 "outputs": outs}
@@ -142,20 +139,21 @@ def check_batch(batch: int, max_batch: int) -> None:
                              f"run in batches of at most {max_batch}")
 
 
-def _input_size(path: Path) -> int:
+def _read_graph(path: Path, weights: bool = False):
+    """The graph at ``path`` (its external weights too when ``weights``); a clear error if unreadable."""
     import onnx
 
-    dims = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
-    return int(dims[2].dim_value)
+    try:
+        return onnx.load(str(path), load_external_data=weights)
+    except Exception as exc:  # noqa: BLE001 -- protobuf / IO errors
+        raise EdgeprotoError(f"cannot read the TensorRT graph {path}: {exc}") from None
 
 
-def _register_plugins(path: Path) -> list[str]:
+def _register_plugins(graph) -> list[str]:
     """Register the plugins a plugin graph needs before it is parsed (none for an inlined graph)."""
-    import onnx
-
     from edgeproto.runtimes.tensorrt.plugins import register_plugins
 
-    nodes = plugin_nodes(onnx.load(str(path), load_external_data=False))
+    nodes = plugin_nodes(graph)
     return register_plugins({n.op_type for n in nodes}) if nodes else []
 
 
