@@ -215,7 +215,7 @@ class PrototypesSchema(_Section):
 
 
 class ModelSchema(_Section):
-    arch: Literal["protopnet", "cbr_ae", "latent_seg", "scale_seg", "region_seg"]
+    arch: StrictStr  # a registered architecture (edgeproto.models.archs)
     backbone: BackboneSchema
     prototypes: PrototypesSchema
     head: Literal["linear", "nonneg", "tversky"]
@@ -287,6 +287,10 @@ def validate_recipe(raw: Any) -> dict:
     from edgeproto.data.options import check_config
 
     check_config(recipe["data"], "train")
+    from edgeproto.models import ARCHS
+
+    if m["arch"] not in ARCHS:
+        raise EdgeprotoError(f"recipe key 'model.arch': unknown architecture {m['arch']!r}; known: {', '.join(ARCHS)}")
     if m["arch"] == "cbr_ae" and (m["head"] != "linear" or m["backbone"].get("name") != "cbr_encoder"):
         raise EdgeprotoError("model.arch cbr_ae needs model.head: linear and model.backbone.name: cbr_encoder")
     if m["head"] != "tversky" and (m["head_attrs"] or m["head_features"]):

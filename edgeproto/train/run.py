@@ -11,6 +11,10 @@ from edgeproto.train.segmentation import SegmentationTrainer
 from edgeproto.train.trainer import Trainer, check_out, resolve_data_root
 
 
+# architectures whose training is not the classification trainer's
+TRAINERS: dict[str, type[Trainer]] = {arch: SegmentationTrainer for arch in SEGMENTATION_ARCHS}
+
+
 def train(recipe: dict, out: str | Path, *, force: bool = False, quiet: bool = False) -> dict:
     """Train ``recipe`` into the checkpoint directory ``out`` and return the checkpoint config.
 
@@ -20,7 +24,7 @@ def train(recipe: dict, out: str | Path, *, force: bool = False, quiet: bool = F
     out = Path(out)
     recipe = resolve_data_root(recipe)
     check_out(recipe, out, force)
-    trainer_class = SegmentationTrainer if recipe["model"]["arch"] in SEGMENTATION_ARCHS else Trainer
+    trainer_class = TRAINERS.get(recipe["model"]["arch"], Trainer)
     trainer = trainer_class(recipe, out, quiet=quiet)  # data and model are checked before anything is written
     if force:
         (out / RESUME).unlink(missing_ok=True)
