@@ -63,12 +63,14 @@ def stream_paths(source, out=None) -> tuple[Path, Path]:
 def run_explain(bundle, image, target: str = "onnxruntime", precision: str = "fp32", guard: str = "prototypes",
                 device: str | None = None, k: int = 3, out_prefix=None, as_json: bool = False, *,
                 because: bool = False, overlap: bool = True, max_frames: int | None = None,
-                figure: bool = True) -> int:
+                figure: bool = True, method: str = "prototypes", mdm: dict | None = None) -> int:
     """Explain ``image`` (an image file, a folder, a video file or a camera) with ``bundle`` on ``target``.
 
     An image gets ``<out>.png`` + ``<out>.json`` (:func:`output_paths`); a folder a figure per image
     and ``explanations.jsonl``; a video or camera an annotated MP4 and a JSON Lines file
     (:func:`stream_paths`). ``figure=False`` writes only the JSON / JSON Lines (no PNG, no MP4).
+    ``method="mdm"``: the multiple-dynamic-masks heatmap of one image instead of prototypes
+    (:mod:`edgeproto.device.mdm`; ``mdm``: its ``scales``, ``masks``, ``seed``).
     Prints a summary table (or the JSON).
     """
     from edgeproto.device.explain import as_bundle
@@ -84,6 +86,9 @@ def run_explain(bundle, image, target: str = "onnxruntime", precision: str = "fp
             atomic_files.check_output(p, {"bundle": opened.root, "image": image}, "-o/--out")
         return _explain_segmentation(opened, image, target, precision, guard, device, png, js, as_json)
     source = open_source(image, max_frames=max_frames)
+    if method == "mdm" and (source.kind != "image" or because or opened.manifest.get("task") == "segmentation"):
+        raise EdgeprotoError("--method mdm explains one image of a classification bundle (not a folder, video or "
+                             "camera; not with --because)")
     if source.kind == "image":
         png, js = output_paths(image, out_prefix)
         for p in (png, js):
@@ -94,6 +99,8 @@ def run_explain(bundle, image, target: str = "onnxruntime", precision: str = "fp
         for p in (first, second):
             atomic_files.check_output(p, inputs, "-o/--out")
     with Explainer.open(opened, target=target, precision=precision, guard=guard, device=device, k=k) as explainer:
+        if source.kind == "image" and method == "mdm":
+            return _explain_mdm(explainer, source, png if figure else None, js, as_json, mdm or {})
         if source.kind == "image":
             return _explain_one(explainer, source, png if figure else None, js, as_json, because)
         return _explain_stream(explainer, source, first if figure else None, second, as_json, because, overlap)
@@ -128,6 +135,41 @@ def _explain_one(explainer, source, png: Path | None, js: Path, as_json: bool, b
         out.print(f"input: {record['input_note']}")
     out.print((f"figure: {png}\n" if png else "") + f"json:   {js}")
     return 0
+
+
+def _explain_mdm(explainer, source, png: Path | None, js: Path, as_json: bool, settings: dict) -> int:
+    """One image explained by MDM: heatmap figure + JSON."""
+    from edgeproto.device.mdm import explain_mdm
+
+    image = source.paths[0]
+    _, frame = next(source.frames())
+    result = explain_mdm(explainer, frame, **settings)
+    record = {"image": str(image), **result.to_dict(), "bundle": str(explainer.bundle.root),
+              "runtime": explainer.info}
+    if png is not None:
+        from edgeproto.device.mdm_figure import mdm_figure_png
+
+        atomic_files.write_bytes(png, mdm_figure_png(result))
+    record["figure"] = None if png is None else str(png)
+    atomic_files.write_text(js, json.dumps(record))
+    if as_json:
+        print(json.dumps({k: v for k, v in record.items() if k != "heatmap"} | {"json": str(js)}, indent=2))
+        return 0
+    pred, rt, mdm = record["prediction"], record["runtime"], record["mdm"]
+    out = console()
+    out.print(f"{Path(image).name}: {pred['class_name']} (p = {pred['probability']:.3f}); MDM peak at "
+              f"(x, y) = {tuple(record['peak'])}; mean consistency per scale "
+              + ", ".join(f"{s}×{s}: {v:.3f}" for s, v in mdm["mean_consistency"].items())
+              + f"; {mdm['forward_passes']} forward passes on {rt['name']} {rt['version']} · {rt['precision']}")
+    out.print((f"figure: {png}\n" if png else "") + f"json:   {js}")
+    return 0
+
+
+def _scales(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise EdgeprotoError(f"--scales must be comma-separated whole numbers (e.g. 2,4,8), got {text!r}") from None
 
 
 def _print_table(record: dict, name: str) -> None:
@@ -256,13 +298,19 @@ def _explain_segmentation(bundle, image, target, precision, guard, device, png, 
 @click.option("--figure/--no-figure", default=True, show_default=True,
               help="draw the figure (image, folder) or the annotated MP4 (video, camera); --no-figure: JSON only")
 @click.option("--max-frames", type=int, default=None, help="stop a video, camera or folder after N frames")
+@click.option("--method", type=click.Choice(["prototypes", "mdm"]), default="prototypes", show_default=True,
+              help="prototypes: this looks like that; mdm: a heatmap from the consistency of the logits under "
+                   "random masks of several sizes (DProtoNet's multiple dynamic masks; one image)")
+@click.option("--scales", default="2,4,8", show_default=True, help="--method mdm: mask cells per side, per scale")
+@click.option("--masks", type=int, default=64, show_default=True, help="--method mdm: masks per scale")
 @json_option("print the explanation (image) or the run summary (folder, video, camera) as JSON")
 def explain(bundle: str, input: str, target: str, precision: str, guard: str, device: str | None, k: int,
             out_prefix: str | None, because: bool, serial: bool, figure: bool, max_frames: int | None,
-            as_json: bool) -> None:
+            method: str, scales: str, masks: int, as_json: bool) -> None:
     """On-device "this looks like that": prediction, top prototypes, heatmaps and source patches.
 
     INPUT is an image, a folder of images, a video file or a camera (0, camera:0, /dev/video0).
     """
     sys.exit(run_explain(bundle, input, target, precision, guard, device, k, out_prefix, as_json,
-                         because=because, overlap=not serial, max_frames=max_frames, figure=figure))
+                         because=because, overlap=not serial, max_frames=max_frames, figure=figure,
+                         method=method, mdm={"scales": _scales(scales), "masks": masks}))

@@ -79,6 +79,10 @@ DEFAULTS: dict[str, Any] = {
         # segmentation archs: weight the cross-entropy per class by 1/sqrt(pixel frequency) on the
         # training masks (normalised to mean 1), so a small part class is not drowned by background
         "balance_classes": False,
+        # arch dprotonet: momentum of the multi-image prototype update after each step, and how many
+        # training images each prototype averages at the end (its nearest patch in each)
+        "proto_momentum": 0.1,
+        "proto_images": 5,
     },
 }
 _OPEN = {("data",), ("model", "backbone"), ("model", "prototypes", "attrs"), ("model", "head_attrs")}
@@ -185,6 +189,8 @@ class TrainSchema(_Section):
     prune_unused: StrictBool
     augment_shift: Annotated[StrictInt, Field(ge=0, le=1024)]
     balance_classes: StrictBool
+    proto_momentum: Annotated[float, BeforeValidator(_number), Field(ge=0, le=1)]
+    proto_images: Annotated[StrictInt, Field(ge=1, le=10_000)]
 
 
 class BackboneSchema(BaseModel):
@@ -280,8 +286,9 @@ def validate_recipe(raw: Any) -> dict:
     t, m = recipe["train"], recipe["model"]
     for section in (t["lr"], t["coefs"], m["prototypes"]["attrs"], m["head_attrs"]):
         section.update({k: _number(v) for k, v in section.items() if isinstance(v, str)})
-    if isinstance(t["weight_decay"], str):
-        t["weight_decay"] = _number(t["weight_decay"])
+    for key in ("weight_decay", "proto_momentum"):
+        if isinstance(t[key], str):
+            t[key] = _number(t[key])
     _check_attrs(recipe["model"]["prototypes"]["attrs"], "model.prototypes.attrs")
     _check_attrs(recipe["model"]["head_attrs"], "model.head_attrs")
     from edgeproto.data.options import check_config
@@ -293,6 +300,9 @@ def validate_recipe(raw: Any) -> dict:
         raise EdgeprotoError(f"recipe key 'model.arch': unknown architecture {m['arch']!r}; known: {', '.join(ARCHS)}")
     if m["arch"] == "cbr_ae" and (m["head"] != "linear" or m["backbone"].get("name") != "cbr_encoder"):
         raise EdgeprotoError("model.arch cbr_ae needs model.head: linear and model.backbone.name: cbr_encoder")
+    if m["arch"] == "dprotonet" and (m["head"] != "linear" or m["add_on"] != "regular"):
+        raise EdgeprotoError("model.arch dprotonet has its own add-on and a linear head: leave model.head and "
+                             "model.add_on out")
     if m["head"] != "tversky" and (m["head_attrs"] or m["head_features"]):
         raise EdgeprotoError("recipe keys 'model.head_features' and 'model.head_attrs' need model.head: tversky")
     return recipe

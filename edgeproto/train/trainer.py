@@ -83,6 +83,8 @@ def _set_trainable(model: PrototypeNet, stage: str, joint_last_layer: bool = Fal
         active = active + ("last_layer",)
     if freeze_backbone:
         active = tuple(n for n in active if n != "backbone")
+    if not getattr(model, "learned_prototypes", True):  # arch dprotonet: prototypes are multi-image means
+        active = tuple(n for n in active if n != "prototypes")
     for name, params in groups.items():
         for p in params:
             p.requires_grad_(name in active)
@@ -198,17 +200,23 @@ class Trainer:
             shifts = torch.Generator().manual_seed(self.recipe["seed"] * 31 + si * 1009 + epoch * 7 + self.dist.rank)
             for idx in self._epoch_batches(si, epoch):
                 x, y = random_shift(self.images[idx], self.cfg["augment_shift"], shifts), self.labels[idx]
+                out = net(x)
                 if self.is_cbr:
-                    loss, parts = cbr_loss(net(x), self._pixels(x), y, self.model, self.cfg["coefs"])
+                    loss, parts = cbr_loss(out, self._pixels(x), y, self.model, self.cfg["coefs"])
                 else:
-                    loss, parts = prototype_loss(net(x), y, self.model, self.cfg["coefs"])
+                    loss, parts = prototype_loss(out, y, self.model, self.cfg["coefs"])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                self._after_step(out, y)
                 bar(stage, epoch, len(idx) * self.dist.world_size, parts)
             self.metrics[f"test_accuracy_{stage}_epoch{epoch + 1}"] = acc = self.evaluate()
             bar(stage, epoch, 0, {"test_acc": acc})
             self._checkpoint_epoch(si, epoch + 1, opt)
+
+    def _after_step(self, out: dict[str, Tensor], y: Tensor) -> None:
+        """Called after every optimizer step of the warm and joint stages with that step's model
+        outputs (``features`` included) and labels: a subclass's extra update."""
 
     def _run_last_layer(self, si: int, start_epoch: int, opt, bar) -> None:
         # Features are frozen here, so the scores are computed once and the last layer trained on them.
