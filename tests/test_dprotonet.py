@@ -186,13 +186,24 @@ def test_dprotonet_trains_with_multi_image_prototypes(dproto_bundle):
     labels = np.asarray(data.labels)
     assert all((labels[r["multi_image_sources"]] == r["class"]).all() for r in recs)
     assert all(len(set(r["multi_image_sources"])) == 5 for r in recs)
+    # the push stage's projection, re-run from the trained prototypes: each becomes the mean of its
+    # nearest patch in its k most similar images of its class (the similarity to the old prototype)
+    from edgeproto.train.dprotonet import multi_image_projection
+    from edgeproto.train.trainer import materialize
+
+    images, ys = materialize(data)
+    images, ys = images[:40], ys[:40]
     with torch.no_grad():
         model.eval()
-        x = torch.stack([torch.as_tensor(data[i][0]) for i in recs[0]["multi_image_sources"]])
-        z = model.features(x)
-        patches, _, _ = model.nearest_patches(z)
-        mean = patches[:, 0].mean(dim=0)
-    torch.testing.assert_close(model.prototype_layer.centers[0].detach(), mean, atol=1e-5, rtol=1e-4)
+        old = model.prototype_layer.centers.detach().clone()
+        patches, sim, _ = model.nearest_patches(model.features(images))  # (N,M,D), (N,M) w.r.t. the old ones
+    sources = multi_image_projection(model, images, ys, k=3, batch_size=16)  # batches: the running top-k
+    for j, src in enumerate(sources):
+        own = torch.nonzero(ys == int(model.prototype_classes[j])).flatten()
+        expected = own[sim[own, j].argsort(descending=True)[:3]].tolist()
+        assert src == expected
+        torch.testing.assert_close(model.prototype_layer.centers[j].detach(), patches[src, j].mean(dim=0))
+    assert not torch.equal(model.prototype_layer.centers.detach(), old)
 
 
 def test_dprotonet_parity_on_onnxruntime_and_openvino(dproto_bundle):
@@ -247,13 +258,17 @@ def test_explain_mdm_cli(dproto_bundle, tmp_path):
     assert np.asarray(record["heatmap"]).shape == (32, 32)
     assert Image.open(tmp_path / "out.png").size[0] > 600  # input + stacked + 3 scales
     # user mistakes: one error line, exit 2, nothing written
-    for bad, match in ((["--scales", "a,b"], "--scales"), (["--scales", "0"], "scales"),
-                       (["--masks", "0"], "masks"), (["--because"], "--method mdm")):
-        res = _cli("explain", path, img, "--method", "mdm", "-o", tmp_path / "bad", *bad)
-        assert res.returncode == 2 and match in res.stderr and "Traceback" not in res.stderr, (bad, res.stderr)
-        assert not (tmp_path / "bad.json").exists()
+    res = _cli("explain", path, img, "--method", "mdm", "-o", tmp_path / "bad", "--scales", "a,b")
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "--scales" in res.stderr, res.stderr
+    from edgeproto.commands.explain import run_explain
+
     folder = tmp_path / "imgs"
     folder.mkdir()
     Image.fromarray(data.raw_image(1)).save(folder / "a.png")
-    res = _cli("explain", path, folder, "--method", "mdm")
-    assert res.returncode == 2 and "one image" in res.stderr
+    for args, kwargs, match in (((img,), {"mdm": {"scales": (0,)}}, "scales"),
+                                ((img,), {"mdm": {"masks": 0}}, "masks"),
+                                ((img,), {"because": True}, "--method mdm"),
+                                ((folder,), {}, "one image")):
+        with pytest.raises(EdgeprotoError, match=match):
+            run_explain(path, *args, out_prefix=tmp_path / "bad", method="mdm", **kwargs)
+        assert not (tmp_path / "bad.json").exists() and not (tmp_path / "bad.png").exists()

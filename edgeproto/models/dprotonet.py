@@ -7,7 +7,7 @@ Three modules, decoupled so that the explanation puts no constraint on the class
   a per-location, per-channel mask of any sign and size (initialised to the identity), instead of
   features squeezed into [0, 1] for interpretability;
 - **inference**: a prototype layer of one of the project's families (``cosine`` in the recipe) and a
-  linear head, with **multi-image prototype learning**: the prototypes take no gradient; after every
+  linear head, with **multi-image prototype learning**: besides its gradient step, after every
   training step each prototype moves (momentum ``train.proto_momentum``) toward the mean of its
   nearest latent patch in *every* image of its class in the mini-batch (:meth:`DProtoNet.update_prototypes`),
   and at the end of training (the push stage) it is set to the mean of its nearest patches in its
@@ -48,8 +48,6 @@ class DProtoNet(PrototypeClassifier):
 
     ``forward`` returns ``logits`` (B,C), ``scores`` (B,M) and ``maps`` (B,M,H,W) like every
     prototype model (and ``features`` in training mode)."""
-
-    learned_prototypes = False  # the trainer gives the prototypes no gradient: they are multi-image means
 
     def __init__(self, backbone: nn.Module, num_classes: int, family: str = "cosine", per_class: int = 5,
                  dim: int = 64, attrs: dict | None = None) -> None:

@@ -1,9 +1,9 @@
 """Training DProtoNet (``model.arch: dprotonet``): the classification schedule with multi-image
 prototype learning instead of gradient steps on the prototypes and instead of ProtoPNet's projection.
 
-- warm and joint stages: after every optimizer step each prototype moves toward the mean of its
-  nearest patches in the batch's images of its class (:meth:`DProtoNet.update_prototypes`,
-  momentum ``train.proto_momentum``); the prototypes themselves take no gradient;
+- warm and joint stages: ProtoPNet's loss and optimizer steps (prototypes included); after every
+  step each prototype also moves toward the mean of its nearest patches in the batch's images of its
+  class (:meth:`DProtoNet.update_prototypes`, momentum ``train.proto_momentum``);
 - push stage: each prototype becomes the mean of its nearest patches in the ``train.proto_images``
   training images of its class it is most similar to (:func:`multi_image_projection`); its picture
   (source image, patch box, PNG) is then the closest training patch to that mean, found as push

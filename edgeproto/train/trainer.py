@@ -83,8 +83,6 @@ def _set_trainable(model: PrototypeNet, stage: str, joint_last_layer: bool = Fal
         active = active + ("last_layer",)
     if freeze_backbone:
         active = tuple(n for n in active if n != "backbone")
-    if not getattr(model, "learned_prototypes", True):  # arch dprotonet: prototypes are multi-image means
-        active = tuple(n for n in active if n != "prototypes")
     for name, params in groups.items():
         for p in params:
             p.requires_grad_(name in active)
