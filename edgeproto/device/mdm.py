@@ -17,7 +17,8 @@ are the explanation. Only the paper's abstract is public; how that is realised h
   of it or the opposite; clipped so that a few masks that happen to amplify the logits cannot
   dominate the average);
 - **heatmap of a scale**: each pixel's consistency averaged over the masks that keep it
-  (``Σ c·m / Σ m``), min-max normalised to [0, 1]; the **MDM heatmap** stacks the scales: their mean.
+  (``Σ c·m / Σ m``), min-max normalised to [0, 1] (a range below 0.01 is not stretched: a flat
+  scale stays flat); the **MDM heatmap** stacks the scales: their mean.
 
 All masked copies run through the bundle's runtime in batches (``len(scales) × masks`` forward
 passes per image).
@@ -40,6 +41,7 @@ KEEP = 0.5
 SEED = 0
 BATCH = 64
 MAX_MASKS = 4096
+RANGE_FLOOR = 0.01  # a scale's heatmap range below this is not stretched to [0, 1]
 
 
 def check_settings(scales: Sequence[int], masks: int, keep: float, size: int) -> tuple[int, ...]:
@@ -89,8 +91,10 @@ def consistency(logits: np.ndarray, reference: np.ndarray) -> np.ndarray:
 
 
 def _normalised(m: np.ndarray) -> np.ndarray:
+    """``(m − min) / max(max − min, RANGE_FLOOR)``: [0, 1]; a flat map (no mask changed the decision)
+    stays near 0 instead of blowing rounding noise up to the full range."""
     lo, hi = float(m.min()), float(m.max())
-    return (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m)
+    return (m - lo) / max(hi - lo, RANGE_FLOOR)
 
 
 def mdm_maps(logits_fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, *, scales: Sequence[int] = SCALES,
