@@ -9,7 +9,9 @@ Three modules, decoupled so that the explanation puts no constraint on the class
 - **inference**: a prototype layer of one of the project's families (``cosine`` in the recipe) and a
   linear head, with **multi-image prototype learning**: besides its gradient step, after every
   training step each prototype moves (momentum ``train.proto_momentum``) toward the mean of its
-  nearest latent patch in *every* image of its class in the mini-batch (:meth:`DProtoNet.update_prototypes`),
+  nearest latent patch in *every* image of its class in the mini-batch, among the locations where it
+  is the most similar of its class's prototypes (:meth:`DProtoNet.update_prototypes`; without that
+  competition all prototypes of a class collapsed onto the same mean in our first run),
   and at the end of training (the push stage) it is set to the mean of its nearest patches in its
   ``train.proto_images`` most similar training images of its class (:mod:`edgeproto.train.dprotonet`):
   a prototype is a summary of several images, never one image's patch;
@@ -68,27 +70,32 @@ class DProtoNet(PrototypeClassifier):
         return self.classify(self.features(x))
 
     @torch.no_grad()
-    def nearest_patches(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """For every image and prototype: the latent patch most similar to it (B,M,D), that
-        similarity (B,M) and its flat location (B,M)."""
+    def nearest_patches(self, z: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """For every image and prototype of the image's class: the latent patch most similar to it
+        **among the locations it wins** (where it is the most similar of that class's prototypes),
+        (B,M,D), and that similarity (B,M); −inf where the prototype is of another class or wins no
+        location. Winning keeps a class's prototypes apart: two prototypes never share a patch."""
         maps = self.prototype_layer(z).flatten(2)  # (B,M,HW)
-        best, pos = maps.max(dim=2)
+        own = self.prototype_classes[None, :] == labels[:, None]  # (B,M)
+        winner = maps.masked_fill(~own[:, :, None], -float("inf")).argmax(dim=1)  # (B,HW)
+        wins = winner[:, None, :] == torch.arange(maps.shape[1], device=maps.device)[None, :, None]
+        best, pos = maps.masked_fill(~(wins & own[:, :, None]), -float("inf")).max(dim=2)
         flat = z.flatten(2).transpose(1, 2)  # (B,HW,D)
         patches = torch.gather(flat, 1, pos[:, :, None].expand(-1, -1, flat.shape[2]))  # (B,M,D)
-        return patches, best, pos
+        return patches, best
 
     @torch.no_grad()
     def update_prototypes(self, z: Tensor, labels: Tensor, momentum: float) -> None:
         """Multi-image prototype learning step: ``p ← (1 − momentum)·p + momentum·mean_b patch_b``,
-        the mean over the batch's images of the prototype's class of their patch nearest to it
-        (prototypes of a class absent from the batch stay)."""
-        patches, _, _ = self.nearest_patches(z.detach())
-        own = (self.prototype_classes[None, :] == labels[:, None]).to(patches.dtype)  # (B,M)
-        count = own.sum(dim=0)  # (M,)
+        the mean over the batch's images of the prototype's class of its nearest patch among the
+        locations it wins (:meth:`nearest_patches`); a prototype that wins nowhere stays."""
+        patches, best = self.nearest_patches(z.detach(), labels)
+        used = torch.isfinite(best).to(patches.dtype)  # (B,M)
+        count = used.sum(dim=0)  # (M,)
         seen = count > 0
         if not seen.any():
             return
-        mean = (patches * own[:, :, None]).sum(dim=0) / count.clamp_min(1)[:, None]  # (M,D)
+        mean = (patches * used[:, :, None]).sum(dim=0) / count.clamp_min(1)[:, None]  # (M,D)
         centers = self.prototype_layer.centers
         centers[seen] = (1.0 - momentum) * centers[seen] + momentum * mean[seen].to(centers.dtype)
 

@@ -25,20 +25,20 @@ from edgeproto.train.trainer import Trainer
 @torch.no_grad()
 def multi_image_projection(model: DProtoNet, images: Tensor, labels: Tensor, k: int,
                            batch_size: int = 128) -> list[list[int]]:
-    """Set each prototype to the mean of its nearest latent patch in each of the ``k`` training images
-    of its class most similar to it; return those images per prototype (most similar first). A
-    prototype whose class has no training image keeps its vector (an empty list)."""
+    """Set each prototype to the mean of its nearest latent patch (among the locations it wins,
+    :meth:`DProtoNet.nearest_patches`) in each of the ``k`` training images of its class most similar
+    to it; return those images per prototype (most similar first). A prototype that wins no location
+    of any image of its class keeps its vector (an empty list)."""
     model.eval()
     centers = model.prototype_layer.centers
     m, d = centers.shape
-    classes = model.prototype_classes
     best = torch.full((m, 0), -float("inf"))
     best_idx = torch.zeros((m, 0), dtype=torch.long)
     best_patch = torch.zeros((m, 0, d))
     for start in range(0, len(images), batch_size):
         x, y = images[start: start + batch_size], labels[start: start + batch_size]
-        patches, sim, _ = model.nearest_patches(model.features(x))  # (B,M,D), (B,M)
-        sim = sim.t().masked_fill(classes[:, None] != y[None, :], -float("inf"))  # (M,B): own class only
+        patches, sim = model.nearest_patches(model.features(x), y)  # (B,M,D), (B,M): own class, won locations
+        sim = sim.t()  # (M,B)
         idx = torch.arange(start, start + len(x))[None, :].expand(m, -1)
         best = torch.cat([best, sim], dim=1)
         best_idx = torch.cat([best_idx, idx], dim=1)
