@@ -74,6 +74,8 @@ STARTUP = set(sys.modules)  # what site/.pth files loaded before us (e.g. setupt
 sys.meta_path.insert(0, Blocker())
 from edgeproto.cli import main
 runs = [["explain", {str(bundle)!r}, {str(image)!r}, "-o", {str(tmp_path / "ex")!r}, "--json"],
+        ["explain", {str(bundle)!r}, {str(image)!r}, "--method", "mdm", "--masks", "4", "-o", {str(tmp_path / "mdm")!r},
+         "--json"],
         ["verify", {str(bundle)!r}, "--json"],
         ["bench", {str(bundle)!r}, "--min-queries", "3", "--min-seconds", "0", "--json"]]
 codes = []
@@ -90,5 +92,6 @@ print(json.dumps({{"codes": codes, "loaded": sorted({{m.split(".")[0] for m in s
                           cwd=Path(__file__).resolve().parents[1])
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result == {"codes": [0, 0, 0], "loaded": []}, proc.stderr[-2000:]
+    assert result == {"codes": [0, 0, 0, 0], "loaded": []}, proc.stderr[-2000:]
+    assert (tmp_path / "mdm.png").stat().st_size > 10_000 and (tmp_path / "mdm.json").is_file()
     assert (tmp_path / "ex.png").stat().st_size > 10_000 and (tmp_path / "ex.json").is_file()
