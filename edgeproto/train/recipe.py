@@ -43,6 +43,9 @@ DEFAULTS: dict[str, Any] = {
         # arch scale_seg (ScaleProtoSeg): feature chunks / prototype scales, and groups per class
         "scales": 4,
         "groups": 3,
+        # arch proc_kd (edgeproto distill): temperature τ of the feature augmentation's attention
+        # (codebook soft assignment) over the teacher's prototypes
+        "augment_tau": 0.1,
     },
     "train": {
         "batch_size": 64,
@@ -79,6 +82,11 @@ DEFAULTS: dict[str, Any] = {
         # segmentation archs: weight the cross-entropy per class by 1/sqrt(pixel frequency) on the
         # training masks (normalised to mean 1), so a small part class is not drowned by background
         "balance_classes": False,
+        # edgeproto distill (arch proc_kd): weights of the distillation terms and their softmax
+        # temperature: scores = KL of the teacher's vs the student's prototype-score distribution,
+        # maps = per-location KL of the prototype assignment (teacher maps resized to the student's
+        # grid), logits = Hinton's logit KD (only when teacher and student have the same classes)
+        "distill": {"temperature": 1.0, "scores": 1.0, "maps": 1.0, "logits": 0.0},
     },
 }
 _OPEN = {("data",), ("model", "backbone"), ("model", "prototypes", "attrs"), ("model", "head_attrs")}
@@ -169,6 +177,13 @@ class CoefsSchema(_Section):  # loss weights: any sign (ProtoPNet's separation w
     crs_ent_pixel: Real
 
 
+class DistillSchema(_Section):
+    temperature: Annotated[float, BeforeValidator(_number), Field(gt=0)]
+    scores: Rate
+    maps: Rate
+    logits: Rate
+
+
 class TrainSchema(_Section):
     batch_size: Size
     warm_epochs: Count
@@ -185,6 +200,7 @@ class TrainSchema(_Section):
     prune_unused: StrictBool
     augment_shift: Annotated[StrictInt, Field(ge=0, le=1024)]
     balance_classes: StrictBool
+    distill: DistillSchema
 
 
 class BackboneSchema(BaseModel):
@@ -224,6 +240,7 @@ class ModelSchema(_Section):
     add_on: Literal["regular", "bottleneck"]
     scales: Annotated[StrictInt, Field(ge=1, le=16)]
     groups: Annotated[StrictInt, Field(ge=1, le=64)]
+    augment_tau: Annotated[float, BeforeValidator(_number), Field(gt=0)]
 
 
 class DataSchema(BaseModel):
@@ -278,10 +295,12 @@ def validate_recipe(raw: Any) -> dict:
         raise _schema_error(exc) from None
     # "1e-4" (a string to YAML 1.1) → the number it means
     t, m = recipe["train"], recipe["model"]
-    for section in (t["lr"], t["coefs"], m["prototypes"]["attrs"], m["head_attrs"]):
+    for section in (t["lr"], t["coefs"], m["prototypes"]["attrs"], m["head_attrs"], t["distill"]):
         section.update({k: _number(v) for k, v in section.items() if isinstance(v, str)})
     if isinstance(t["weight_decay"], str):
         t["weight_decay"] = _number(t["weight_decay"])
+    if isinstance(m["augment_tau"], str):
+        m["augment_tau"] = _number(m["augment_tau"])
     _check_attrs(recipe["model"]["prototypes"]["attrs"], "model.prototypes.attrs")
     _check_attrs(recipe["model"]["head_attrs"], "model.head_attrs")
     from edgeproto.data.options import check_config
