@@ -68,11 +68,13 @@ def test_distillation_terms():
     expected = float((p * (p.log() - np.log(1 / 3))).sum()) * 4.0  # × T² at T = 2
     assert kl_softmax(s * 2, t * 2, 2.0).item() == pytest.approx(expected, rel=1e-5)
     # maps on different grids: the teacher's are resized to the student's; logits only for the same classes
-    out = {"scores": s, "maps": torch.zeros(1, 3, 4, 4), "logits": torch.zeros(1, 2)}
-    teacher = {"scores": t, "maps": torch.randn(1, 3, 2, 2), "logits": torch.randn(1, 2)}
-    kd = {"temperature": 1.0, "scores": 1.0, "maps": 0.5, "logits": 1.0}
+    out = {"scores": s, "maps": torch.zeros(1, 3, 4, 4), "logits": torch.zeros(1, 2), "projected": torch.zeros(1, 5, 4, 4)}
+    teacher = {"scores": t, "maps": torch.randn(1, 3, 2, 2), "logits": torch.randn(1, 2),
+               "features": torch.full((1, 5, 2, 2), 0.5)}
+    kd = {"temperature": 1.0, "scores": 1.0, "maps": 0.5, "features": 1.0, "logits": 1.0}
     terms = distill_terms(out, teacher, kd, same_classes=False)
-    assert sorted(terms) == ["kd_maps", "kd_scores"] and all(v.item() > 0 for v in terms.values())
+    assert sorted(terms) == ["kd_features", "kd_maps", "kd_scores"] and all(v.item() > 0 for v in terms.values())
+    assert terms["kd_features"].item() == pytest.approx(0.25)  # (0 − 0.5)² everywhere after resizing
     assert "kd_logits" in distill_terms(out, teacher, kd, same_classes=True)
 
 

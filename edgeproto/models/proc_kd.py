@@ -27,7 +27,8 @@ ARCH = "proc_kd"
 
 class ProcKdStudent(PrototypeClassifier):
     """The ProC-KD student. ``forward`` returns ``logits`` (B,C), ``scores`` (B,M), ``maps`` (B,M,H,W)
-    (and in training mode ``features`` z' and the augmentation's ``attention`` (B,M,H,W))."""
+    (and in training mode ``features`` z', the projection z before augmentation (``projected``) and
+    the augmentation's ``attention`` (B,M,H,W))."""
 
     def __init__(self, backbone: nn.Module, num_classes: int, num_prototypes: int, family: str, dim: int,
                  attrs: dict | None = None, augment_tau: float = 0.1, add_on: str = "regular") -> None:
@@ -58,10 +59,11 @@ class ProcKdStudent(PrototypeClassifier):
         return self.augment(self.add_on(self.backbone(x)))[0]
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
-        z, attention = self.augment(self.add_on(self.backbone(x)))
+        projected = self.add_on(self.backbone(x))
+        z, attention = self.augment(projected)
         out = self.classify(z)
         if self.training:
-            out["attention"] = attention
+            out["attention"], out["projected"] = attention, projected
         return out
 
 

@@ -12,7 +12,9 @@ similar to on average (teacher scores).
 Loss per batch: ProtoPNet's CE + cluster + separation on the student's classes (``train.coefs``)
 + ``distill.scores`` × KL(softmax(s_T/T) ‖ softmax(s_S/T))·T² of the prototype scores
 + ``distill.maps`` × the same per location of the prototype maps (the teacher's resized to the
-student's grid) + ``distill.logits`` × Hinton's logit KD (same label space only).
+student's grid) + ``distill.features`` × MSE of the student's projection (before augmentation) and
+the teacher's latent patches (resized likewise) + ``distill.logits`` × Hinton's logit KD (same label
+space only).
 Schedule: warm-up (add-on, augmentation gate), joint (+ backbone; + head when
 ``train.joint_last_layer``), no push (the prototypes are the teacher's), last layer.
 """
@@ -89,6 +91,11 @@ def distill_terms(out: dict[str, Tensor], teacher_out: dict[str, Tensor], kd: di
         if t_maps.shape[-2:] != out["maps"].shape[-2:]:
             t_maps = F.interpolate(t_maps, size=out["maps"].shape[-2:], mode="bilinear", align_corners=False)
         terms["kd_maps"] = kl_softmax(out["maps"], t_maps, temp)
+    if kd["features"]:
+        t_z = teacher_out["features"]
+        if t_z.shape[-2:] != out["projected"].shape[-2:]:
+            t_z = F.interpolate(t_z, size=out["projected"].shape[-2:], mode="bilinear", align_corners=False)
+        terms["kd_features"] = F.mse_loss(out["projected"], t_z)
     if kd["logits"] and same_classes:
         terms["kd_logits"] = kl_softmax(out["logits"], teacher_out["logits"], temp)
     return terms
@@ -148,7 +155,8 @@ class DistillTrainer(Trainer):
             x = (x * std_s + mean_s - mean_t) / std_t
         self.teacher.eval()
         with torch.no_grad():
-            return self.teacher(x)
+            z = self.teacher.features(x)
+            return {**self.teacher.classify(z), "features": z}
 
     @staticmethod
     def _stats(mean, std, x: Tensor) -> tuple[Tensor, Tensor]:

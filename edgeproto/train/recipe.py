@@ -85,8 +85,9 @@ DEFAULTS: dict[str, Any] = {
         # edgeproto distill (arch proc_kd): weights of the distillation terms and their softmax
         # temperature: scores = KL of the teacher's vs the student's prototype-score distribution,
         # maps = per-location KL of the prototype assignment (teacher maps resized to the student's
-        # grid), logits = Hinton's logit KD (only when teacher and student have the same classes)
-        "distill": {"temperature": 1.0, "scores": 1.0, "maps": 1.0, "logits": 0.0},
+        # grid), features = MSE of the student's projection and the teacher's latent patches (resized
+        # likewise), logits = Hinton's logit KD (only when teacher and student have the same classes)
+        "distill": {"temperature": 1.0, "scores": 1.0, "maps": 1.0, "features": 0.0, "logits": 0.0},
     },
 }
 _OPEN = {("data",), ("model", "backbone"), ("model", "prototypes", "attrs"), ("model", "head_attrs")}
@@ -181,6 +182,7 @@ class DistillSchema(_Section):
     temperature: Annotated[float, BeforeValidator(_number), Field(gt=0)]
     scores: Rate
     maps: Rate
+    features: Rate
     logits: Rate
 
 
