@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 
+from edgeproto.bundle import sha256_file
 from edgeproto.errors import EdgeprotoError
 from edgeproto.models import PrototypeNet
 from edgeproto.models.proc_kd import ARCH, ProcKdStudent
@@ -136,7 +137,7 @@ class DistillTrainer(Trainer):
                           "classes": list(self.teacher_config["classes"]),
                           "backbone": dict(self.teacher_config["model"]["backbone"]),
                           "test_accuracy": self.teacher_config.get("metrics", {}).get("test_accuracy"),
-                          "weights_sha256": _sha256(self.teacher_path / checkpoint.WEIGHTS)}
+                          "weights_sha256": sha256_file(self.teacher_path / checkpoint.WEIGHTS)}
         return cfg
 
     @torch.no_grad()
@@ -265,12 +266,6 @@ class DistillTrainer(Trainer):
     def _patch_png(self, rec: dict, rendered: Tensor | None) -> bytes:
         """The teacher's patch of this prototype (copied: the student has no source image of it)."""
         return (self.teacher_path / rec["teacher_patch_png"]).read_bytes()
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _check_recipe(recipe: dict, teacher_config: dict) -> None:
