@@ -8,12 +8,9 @@ same frozen parameters) → max-pool → linear head over the student's own clas
 The augmentation (our reading of ProC-KD's "task-adaptive feature augmentation": Li et al. 2022,
 arXiv 2212.13180 -- only the abstract is public): every location's feature z attends to the M
 teacher prototypes P with ``edgeproto::codebook`` (softmax_m of cos(z, p_m)/τ), the attended
-prototype Σ_m a_m p_m is added as a residual, gated per channel by a learned g = sigmoid(γ) ∈ (0, 1):
-z' = z + g ⊙ (Σ_m a_m p_m − z), i.e. each location moves towards the teacher prototypes it attends
-to and stays in their space (a plain sum z + g ⊙ Σ a p would double a feature that already equals a
-prototype, so no student feature could ever match one). The prototype layer then compares z' with
-the same P, so the student's maps and scores are indexed by the teacher's prototypes (explanation
-agreement is the same index on both sides).
+prototype Σ_m a_m p_m is scaled per channel by a learned gate g and added: z' = z + g ⊙ Σ_m a_m p_m.
+The prototype layer then compares z' with the same P, so the student's maps and scores are indexed
+by the teacher's prototypes (explanation agreement is the same index on both sides).
 """
 
 from __future__ import annotations
@@ -39,7 +36,7 @@ class ProcKdStudent(PrototypeClassifier):
         self.backbone = backbone
         self.add_on = add_on_layers(backbone.out_channels, dim, add_on)
         self.prototype_layer = PrototypeLayer(family, num_prototypes, dim, attrs)
-        self.augment_gate = nn.Parameter(torch.zeros(dim))  # g = sigmoid(0) = 0.5 at the start
+        self.augment_gate = nn.Parameter(torch.ones(dim))
         self.augment_tau = float(augment_tau)
         self._attention = get_family("codebook").torch_module.op
         self.last_layer = nn.Linear(num_prototypes, num_classes, bias=False)
@@ -51,12 +48,11 @@ class ProcKdStudent(PrototypeClassifier):
         self.num_classes = num_classes
 
     def augment(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        """z (B,D,H,W) → (z + g ⊙ (Σ_m a_m p_m − z), attention a (B,M,H,W)), g = sigmoid(gate) ∈ (0, 1)."""
+        """z (B,D,H,W) → (z + g ⊙ Σ_m a_m p_m, attention a (B,M,H,W))."""
         protos = self.prototype_layer.centers
         attention = self._attention(z, protos, tau=self.augment_tau)
         attended = torch.einsum("bmhw,md->bdhw", attention, protos)
-        gate = torch.sigmoid(self.augment_gate)[None, :, None, None]
-        return z + gate * (attended - z), attention
+        return z + self.augment_gate[None, :, None, None] * attended, attention
 
     def features(self, x: Tensor) -> Tensor:
         """Augmented latent patches z' (B,D,H,W) that the teacher's prototypes are compared with."""
