@@ -94,7 +94,8 @@ def main() -> None:
     print(f"teacher {args.teacher} ({teacher.manifest['source']['recipe']}), student {args.student} "
           f"({student.manifest['source']['recipe']}); {len(ids)} test images of the student's data")
     for r in rows:
-        print(f"{r['target']:12s} {r['precision']} threads={r['threads']}: teacher p50 {r['teacher']['p50_ms']:.3f} ms "
+        print(f"{r['target']:12s} {r['precision']} threads={r['threads']}: "
+              f"teacher p50 {r['teacher']['p50_ms']:.3f} ms "
               f"p90 {r['teacher']['p90_ms']:.3f} ms | student p50 {r['student']['p50_ms']:.3f} ms "
               f"p90 {r['student']['p90_ms']:.3f} ms | speed-up p50 ×{r['speedup_p50']:.2f} p90 ×{r['speedup_p90']:.2f}")
         acc_t = "n/a (other classes)" if r["teacher_accuracy"] is None else f"{r['teacher_accuracy']:.4f}"

@@ -68,7 +68,8 @@ def test_distillation_terms():
     expected = float((p * (p.log() - np.log(1 / 3))).sum()) * 4.0  # × T² at T = 2
     assert kl_softmax(s * 2, t * 2, 2.0).item() == pytest.approx(expected, rel=1e-5)
     # maps on different grids: the teacher's are resized to the student's; logits only for the same classes
-    out = {"scores": s, "maps": torch.zeros(1, 3, 4, 4), "logits": torch.zeros(1, 2), "projected": torch.zeros(1, 5, 4, 4)}
+    out = {"scores": s, "maps": torch.zeros(1, 3, 4, 4), "logits": torch.zeros(1, 2),
+           "projected": torch.zeros(1, 5, 4, 4)}
     teacher = {"scores": t, "maps": torch.randn(1, 3, 2, 2), "logits": torch.randn(1, 2),
                "features": torch.full((1, 5, 2, 2), 0.5)}
     kd = {"temperature": 1.0, "scores": 1.0, "maps": 0.5, "features": 1.0, "logits": 1.0}
@@ -94,7 +95,8 @@ def test_bad_teachers_give_one_clear_error(tmp_path):
         "not a checkpoint": (tmp_path / "missing", "checkpoint not found"),
         "no config": (tmp_path / "empty", "config.json is missing"),
         "no prototypes": (_fake_checkpoint(tmp_path / "noproto", {"arch": "protopnet"}, []), "has no prototypes"),
-        "segmentation": (_fake_checkpoint(tmp_path / "seg", {"arch": "latent_seg", "prototypes": {"family": "gaussian"}},
+        "segmentation": (_fake_checkpoint(tmp_path / "seg",
+                                          {"arch": "latent_seg", "prototypes": {"family": "gaussian"}},
                                           [{"index": 0}]), "classification prototype model"),
         "4 channels": (_fake_checkpoint(tmp_path / "rgba", {"arch": "protopnet", "in_channels": 4,
                                                             "prototypes": {"family": "l2_log"}}, [{"index": 0}]),
@@ -216,7 +218,8 @@ def test_student_bundle_runs_on_onnxruntime_and_openvino_and_explains(student, t
     graph = onnx.load(str(bundle.path("model.onnx")))
     assert sorted(n.op_type for n in prototype_nodes(graph)) == ["CodebookSimilarity", "L2LogSimilarity"]
     golden = bundle.golden()
-    for runner in (OnnxRuntimeRunner(bundle.path("model.onnx")), OpenVinoRunner(bundle.path("model.onnx"), precision="fp32")):
+    path = bundle.path("model.onnx")
+    for runner in (OnnxRuntimeRunner(path), OpenVinoRunner(path, precision="fp32")):
         got = runner.run(golden["image"])
         for name in ("logits", "scores", "maps"):
             ref = golden[name]

@@ -28,7 +28,8 @@ def train(recipe: dict, out: str | Path, *, force: bool = False, quiet: bool = F
     recipe = resolve_data_root(recipe)
     check_out(recipe, out, force)
     trainer_class = TRAINERS.get(recipe["model"]["arch"], Trainer)
-    trainer = trainer_class(recipe, out, quiet=quiet, **trainer_args)  # data and model are checked before anything is written
+    # data and model are checked before anything is written
+    trainer = trainer_class(recipe, out, quiet=quiet, **trainer_args)
     if force:
         (out / RESUME).unlink(missing_ok=True)
     created = not out.exists()
