@@ -43,6 +43,8 @@ DEFAULTS: dict[str, Any] = {
         # arch scale_seg (ScaleProtoSeg): feature chunks / prototype scales, and groups per class
         "scales": 4,
         "groups": 3,
+        # arch patchct: temperature τ of the transport plans' softmax over cosine similarities
+        "temperature": 0.1,
     },
     "train": {
         "batch_size": 64,
@@ -55,10 +57,11 @@ DEFAULTS: dict[str, Any] = {
         # recon, r1, r2: arch cbr_ae's reconstruction, prototype→encoding and encoding→prototype terms
         # kld: ProtoSeg's diversity term, group_entropy: ScaleProtoSeg's entropy of group weights
         # (segmentation archs only); crs_ent_pixel: cross-entropy of the upsampled logits at the
-        # input resolution (not in ProtoSeg, which takes it at the feature grid only)
+        # input resolution (not in ProtoSeg, which takes it at the feature grid only); ct: arch
+        # patchct's two-way conditional-transport cost between patches and the true label set
         "coefs": {"crs_ent": 1.0, "clst": 0.8, "sep": -0.08, "l1": 1e-4, "commit": 0.25,
                   "recon": 1.0, "r1": 1.0, "r2": 1.0, "kld": 0.25, "group_entropy": 0.05,
-                  "crs_ent_pixel": 0.0},
+                  "crs_ent_pixel": 0.0, "ct": 1.0},
         "weight_decay": 1e-3,
         "push_batch_size": 128,
         # project: replace each prototype by its closest own-class training patch (ProtoPNet);
@@ -167,6 +170,7 @@ class CoefsSchema(_Section):  # loss weights: any sign (ProtoPNet's separation w
     kld: Real
     group_entropy: Real
     crs_ent_pixel: Real
+    ct: Real
 
 
 class TrainSchema(_Section):
@@ -224,6 +228,7 @@ class ModelSchema(_Section):
     add_on: Literal["regular", "bottleneck"]
     scales: Annotated[StrictInt, Field(ge=1, le=16)]
     groups: Annotated[StrictInt, Field(ge=1, le=64)]
+    temperature: Annotated[float, BeforeValidator(_number), Field(gt=0)]
 
 
 class DataSchema(BaseModel):
@@ -282,6 +287,8 @@ def validate_recipe(raw: Any) -> dict:
         section.update({k: _number(v) for k, v in section.items() if isinstance(v, str)})
     if isinstance(t["weight_decay"], str):
         t["weight_decay"] = _number(t["weight_decay"])
+    if isinstance(m["temperature"], str):
+        m["temperature"] = _number(m["temperature"])
     _check_attrs(recipe["model"]["prototypes"]["attrs"], "model.prototypes.attrs")
     _check_attrs(recipe["model"]["head_attrs"], "model.head_attrs")
     from edgeproto.data.options import check_config

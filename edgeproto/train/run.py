@@ -7,12 +7,14 @@ from pathlib import Path
 from edgeproto.errors import EdgeprotoError
 from edgeproto.models import SEGMENTATION_ARCHS
 from edgeproto.train.checkpoint import RESUME
+from edgeproto.train.multilabel import MultilabelTrainer
 from edgeproto.train.segmentation import SegmentationTrainer
 from edgeproto.train.trainer import Trainer, check_out, resolve_data_root
 
 
 # architectures whose training is not the classification trainer's
 TRAINERS: dict[str, type[Trainer]] = {arch: SegmentationTrainer for arch in SEGMENTATION_ARCHS}
+TRAINERS["patchct"] = MultilabelTrainer
 
 
 def train(recipe: dict, out: str | Path, *, force: bool = False, quiet: bool = False) -> dict:
