@@ -106,11 +106,15 @@ def test_ct_cost_against_a_hand_computed_case():
     for j in present:
         z = sum(0.5 * math.exp(s[j][i] / tau) for i in range(2))
         backward += 0.5 * sum(0.5 * math.exp(s[j][i] / tau) / z * (1 - s[j][i]) for i in range(2))
-    got = ct_cost(sim, targets, torch.eye(3), tau)
-    assert float(got) == pytest.approx(forward + backward, rel=1e-6, abs=1e-7)
-    # an image without labels takes no part; one with them is averaged with it
-    both = ct_cost(torch.cat([sim, sim]), torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 0.0]]), torch.eye(3), tau)
-    assert float(both) == pytest.approx(float(got), rel=1e-6)
+    fw, bw = ct_cost(sim, targets, torch.eye(3), tau)
+    assert float(fw) == pytest.approx(forward, rel=1e-6, abs=1e-7)
+    assert float(bw) == pytest.approx(backward, rel=1e-6, abs=1e-7)
+    # an image without labels takes no part
+    fw2, bw2 = ct_cost(torch.cat([sim, sim]), torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 0.0]]), torch.eye(3), tau)
+    assert (float(fw2), float(bw2)) == pytest.approx((forward, backward), rel=1e-6)
+    # with one true label, every patch goes to it: the forward cost is the mean patch cost
+    fw1, _ = ct_cost(sim, torch.tensor([[0.0, 1.0, 0.0]]), torch.eye(3), tau)
+    assert float(fw1) == pytest.approx(0.5, rel=1e-6)
 
 
 def test_patchct_outputs_are_transport_plans():
@@ -173,7 +177,7 @@ def patchct_bundle(trained, tmp_path_factory):
     from edgeproto.export.bundle_writer import export_bundle
 
     ckpt = trained("cosine", model={"arch": "patchct"}, data={"task": "multilabel", "num_classes": 5},
-                   coefs={"crs_ent": 1.0, "ct": 1.0, "l1": 1e-4})
+                   coefs={"crs_ent": 1.0, "ct_forward": 1.0, "ct_backward": 1.0, "l1": 1e-4}, ct_from_epoch=1)
     out = tmp_path_factory.mktemp("patchct") / "bundle"
     export_bundle(ckpt, out, golden=4)
     return ckpt, out

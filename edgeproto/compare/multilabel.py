@@ -5,8 +5,8 @@ Reported for both sides against the ground truth: mAP, per-label AP and F1 (prob
 where the dataset has part masks named like the labels, the pointing game per label
 (:mod:`edgeproto.data.label_sets`). Target vs reference: per-label decision agreement (same
 present/absent call), the logits within ``atol + rtol·|ref|``, and, for every label the reference
-predicts in an image, the agreement of that label's transport map: the same peak pixel (argmax of the
-bicubically upsampled map) and the IoU of the maps' ≥95th-percentile pixels.
+predicts in an image or the image truly has, the agreement of that label's transport map: the same
+peak pixel (argmax of the bicubically upsampled map) and the IoU of the maps' ≥95th-percentile pixels.
 Gates: decision agreement (every label), peak agreement and map IoU at least the thresholds (fp32
 1.0 / 1.0 / 0.9; reduced precisions 0.95 / 0.9 / 0.7), logits within tolerance (fp32 only: atol 1e-4,
 rtol 1e-3) and all outputs finite.
@@ -82,7 +82,7 @@ def validate_multilabel(bundle: Bundle, target: str, precision: str = "fp32", gu
             logits["deployed"].append(act["logits"])
             ref_maps = label_maps(ref["scores"], ref["maps"], classes, len(labels))
             act_maps = label_maps(act["scores"], act["maps"], classes, len(labels))
-            shown = predicted(ref["logits"])
+            shown = predicted(ref["logits"]) | np.asarray(dataset.targets)[start:start + len(idx)].astype(bool)
             for b, i in enumerate(idx):
                 if has_parts:
                     masks = dataset.part_masks(i)

@@ -2,9 +2,10 @@
 
 Same schedule, resume and checkpoint as the classification trainer (warm-up, joint, push, last layer):
 
-- loss: ``crs_ent`` × BCE of the per-label logits against the 0/1 label sets + ``ct`` × the CT cost
-  (:func:`ct_cost`) between the patch set and the image's true label set + ``l1`` × the L1 norm of
-  the last layer's weights from a prototype to the other labels;
+- loss: ``crs_ent`` × BCE of the per-label logits against the 0/1 label sets + ``ct_forward`` ×
+  the forward and ``ct_backward`` × the backward conditional-transport cost (:func:`ct_cost`) between
+  the patch set and the image's true label set (from joint epoch ``train.ct_from_epoch`` on) +
+  ``l1`` × the L1 norm of the last layer's weights from a prototype to the other labels;
 - warm-up: add-on, label embeddings and last layer (the backbone waits); joint: everything; last
   layer: the last layer alone on the frozen scores (BCE + L1);
 - push: nothing is projected (the label embeddings stay learned vectors, as in PatchCT); each one
@@ -29,20 +30,21 @@ from edgeproto.train.segmentation import cell_box
 from edgeproto.train.trainer import Trainer, predict
 
 
-def ct_cost(sim: Tensor, targets: Tensor, identity: Tensor, temperature: float) -> Tensor:
-    """Two-way conditional-transport cost, mean over the images with at least one true label.
+def ct_cost(sim: Tensor, targets: Tensor, identity: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
+    """The forward and backward conditional-transport costs, each the mean over the images with at
+    least one true label (the CT cost is their sum).
 
     ``sim`` (B,M,h,w) cosine of every patch with every label embedding, cost ``1 − sim``;
     ``targets`` (B,C) 0/1; ``identity`` (M,C) prototype → label. The image's patch distribution θ is
     uniform over its h·w patches, its label distribution p uniform over the embeddings of its true
     labels. Forward (patch → label): ``π(y_j|x_i) = p_j e^{s_ij/τ} / Σ_j' p_j' e^{s_ij'/τ}``, cost
     ``Σ_i θ_i Σ_j π(y_j|x_i) c_ij``; backward (label → patch): ``π(x_i|y_j) = θ_i e^{s_ij/τ} /
-    Σ_i' θ_i' e^{s_i'j/τ}``, cost ``Σ_j p_j Σ_i π(x_i|y_j) c_ij``; the CT cost is their sum.
+    Σ_i' θ_i' e^{s_i'j/τ}``, cost ``Σ_j p_j Σ_i π(x_i|y_j) c_ij``.
     """
     present = (targets.to(sim.dtype) @ identity.t()) > 0  # (B,M): embeddings of the true labels
     keep = present.any(dim=1)
     if not bool(keep.any()):
-        return sim.new_zeros(())
+        return sim.new_zeros(()), sim.new_zeros(())
     s = sim[keep].flatten(2) / temperature  # (b,M,N)
     present = present[keep]
     cost = 1.0 - sim[keep].flatten(2)
@@ -52,7 +54,7 @@ def ct_cost(sim: Tensor, targets: Tensor, identity: Tensor, temperature: float) 
     forward = (forward_plan * cost).sum(dim=1).mean(dim=1)  # θ uniform
     backward_plan = torch.softmax(s, dim=2)  # over patches, per label embedding (θ uniform cancels)
     backward = ((backward_plan * cost).sum(dim=2) * p).sum(dim=1)
-    return (forward + backward).mean()
+    return forward.mean(), backward.mean()
 
 
 def wrong_label_l1(model: PatchCTNet) -> Tensor:
@@ -60,16 +62,18 @@ def wrong_label_l1(model: PatchCTNet) -> Tensor:
     return (model.last_layer.weight * (1 - model.prototype_class_identity.t())).abs().sum()
 
 
-def multilabel_loss(out: dict[str, Tensor], targets: Tensor, model: PatchCTNet, coefs: dict) -> tuple[Tensor, dict]:
-    """crs_ent·BCE + ct·CT + l1·L1 and its parts (floats, for the progress bar)."""
+def multilabel_loss(out: dict[str, Tensor], targets: Tensor, model: PatchCTNet, coefs: dict,
+                    with_ct: bool = True) -> tuple[Tensor, dict]:
+    """crs_ent·BCE + ct_forward·CT→ + ct_backward·CT← (when ``with_ct``) + l1·L1, and its parts
+    (floats, for the progress bar)."""
     bce = F.binary_cross_entropy_with_logits(out["logits"], targets)
     l1 = wrong_label_l1(model)
     total = coefs["crs_ent"] * bce + coefs["l1"] * l1
     parts = {"bce": bce.item()}
-    if "similarity" in out and coefs["ct"]:
-        ct = ct_cost(out["similarity"], targets, model.prototype_class_identity, model.temperature)
-        total = total + coefs["ct"] * ct
-        parts["ct"] = ct.item()
+    if with_ct and "similarity" in out and (coefs["ct_forward"] or coefs["ct_backward"]):
+        forward, backward = ct_cost(out["similarity"], targets, model.prototype_class_identity, model.temperature)
+        total = total + coefs["ct_forward"] * forward + coefs["ct_backward"] * backward
+        parts["ct_fw"], parts["ct_bw"] = forward.item(), backward.item()
     return total, parts
 
 
@@ -112,7 +116,9 @@ class MultilabelTrainer(Trainer):
         if opt_state:
             opt.load_state_dict(opt_state)
         frozen = predict(self.model, self.images)["scores"] if stage == "last_layer" else None
+        start_ct = self.cfg["ct_from_epoch"]
         for epoch in range(start_epoch, self.epochs[stage]):
+            with_ct = stage == "joint" and epoch >= start_ct or stage == "warm" and start_ct == 0
             self.model.train()
             if self.cfg["freeze_backbone"] or stage == "last_layer":
                 self.model.backbone.eval()
@@ -121,7 +127,7 @@ class MultilabelTrainer(Trainer):
                     out = {"logits": self.model.last_layer(frozen[idx])}
                 else:
                     out = self.model(self.images[idx])
-                loss, parts = multilabel_loss(out, self.targets[idx], self.model, self.cfg["coefs"])
+                loss, parts = multilabel_loss(out, self.targets[idx], self.model, self.cfg["coefs"], with_ct)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

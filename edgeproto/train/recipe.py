@@ -57,11 +57,12 @@ DEFAULTS: dict[str, Any] = {
         # recon, r1, r2: arch cbr_ae's reconstruction, prototype→encoding and encoding→prototype terms
         # kld: ProtoSeg's diversity term, group_entropy: ScaleProtoSeg's entropy of group weights
         # (segmentation archs only); crs_ent_pixel: cross-entropy of the upsampled logits at the
-        # input resolution (not in ProtoSeg, which takes it at the feature grid only); ct: arch
-        # patchct's two-way conditional-transport cost between patches and the true label set
+        # input resolution (not in ProtoSeg, which takes it at the feature grid only);
+        # ct_forward / ct_backward: arch patchct's conditional-transport cost between the patches and
+        # the true label set, patch → label and label → patch
         "coefs": {"crs_ent": 1.0, "clst": 0.8, "sep": -0.08, "l1": 1e-4, "commit": 0.25,
                   "recon": 1.0, "r1": 1.0, "r2": 1.0, "kld": 0.25, "group_entropy": 0.05,
-                  "crs_ent_pixel": 0.0, "ct": 1.0},
+                  "crs_ent_pixel": 0.0, "ct_forward": 1.0, "ct_backward": 1.0},
         "weight_decay": 1e-3,
         "push_batch_size": 128,
         # project: replace each prototype by its closest own-class training patch (ProtoPNet);
@@ -82,6 +83,9 @@ DEFAULTS: dict[str, Any] = {
         # segmentation archs: weight the cross-entropy per class by 1/sqrt(pixel frequency) on the
         # training masks (normalised to mean 1), so a small part class is not drowned by background
         "balance_classes": False,
+        # arch patchct: the CT cost joins the loss from this joint-stage epoch on (0: from the start);
+        # before, the per-label BCE alone shapes the embeddings (see models/patchct_procedural.md)
+        "ct_from_epoch": 0,
     },
 }
 _OPEN = {("data",), ("model", "backbone"), ("model", "prototypes", "attrs"), ("model", "head_attrs")}
@@ -170,7 +174,8 @@ class CoefsSchema(_Section):  # loss weights: any sign (ProtoPNet's separation w
     kld: Real
     group_entropy: Real
     crs_ent_pixel: Real
-    ct: Real
+    ct_forward: Real
+    ct_backward: Real
 
 
 class TrainSchema(_Section):
@@ -189,6 +194,7 @@ class TrainSchema(_Section):
     prune_unused: StrictBool
     augment_shift: Annotated[StrictInt, Field(ge=0, le=1024)]
     balance_classes: StrictBool
+    ct_from_epoch: Count
 
 
 class BackboneSchema(BaseModel):
