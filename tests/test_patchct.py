@@ -213,6 +213,7 @@ def test_patchct_validate_on_onnxruntime_and_openvino(patchct_bundle, tmp_path, 
         assert rep["passed"], rep["failed"]
         assert rep["label_decision_agreement"] == [1.0] * 5 and rep["peak_agreement"] == 1.0
         assert rep["map_iou"] >= 0.99 and rep["maps_compared"] > 0
+        assert all(v < 1e-3 for v in rep["max_abs"].values()), rep["max_abs"]  # besides atol + rtol·|ref| above
         assert rep["reference"]["map"] == pytest.approx(rep["deployed"]["map"], rel=1e-6, abs=1e-9)
     code, out, err = run_main(["validate", str(bundle), "--target", "onnxruntime", "--limit", "8", "--json"], capsys)
     assert code == 0, err

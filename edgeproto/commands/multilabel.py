@@ -61,7 +61,8 @@ def validate_multilabel(bundle, target, precision, guard, options, out, sweep, a
                        f"{result['label_decision_agreement'][c]:.4f}")
     cons.print(labels)
     cons.print(f"mAP: reference {r['map']:.4f}, target {d['map']:.4f}; macro F1: reference {r['macro_f1']:.4f}, "
-               f"target {d['macro_f1']:.4f}; {result['maps_compared']} transport maps compared")
+               f"target {d['macro_f1']:.4f}; {result['maps_compared']} transport maps compared; max |target − reference|: "
+               + ", ".join(f"{k} {v:.3g}" for k, v in result["max_abs"].items()))
     cons.print("[bold green]PASSED[/]" if result["passed"] else f"[bold red]FAILED[/]: {', '.join(result['failed'])}")
     return code
 

@@ -70,6 +70,7 @@ def validate_multilabel(bundle: Bundle, target: str, precision: str = "fp32", gu
     peaks = ious = 0
     iou_values: list[float] = []
     finite, close = True, True
+    max_abs = {"logits": 0.0, "scores": 0.0, "maps": 0.0}
     tol = FP32_TOLERANCE
     with progress_bar(progress, f"validate {target} {precision}", n) as advance:
         for start in range(0, n, batch):
@@ -78,6 +79,8 @@ def validate_multilabel(bundle: Bundle, target: str, precision: str = "fp32", gu
             ref, act = run_outputs(reference, x, "torch"), run_outputs(runner, x, target)
             finite = finite and all(bool(np.isfinite(act[k]).all()) for k in ("logits", "scores", "maps"))
             close = close and within_tolerance(ref["logits"], act["logits"], tol["atol"], tol["rtol"])
+            for k in max_abs:
+                max_abs[k] = max(max_abs[k], float(np.abs(act[k].astype(np.float64) - ref[k]).max(initial=0.0)))
             logits["reference"].append(ref["logits"])
             logits["deployed"].append(act["logits"])
             ref_maps = label_maps(ref["scores"], ref["maps"], classes, len(labels))
@@ -128,6 +131,7 @@ def validate_multilabel(bundle: Bundle, target: str, precision: str = "fp32", gu
         **values,
         "maps_compared": ious,
         "tolerance": {"atol": tol["atol"], "rtol": tol["rtol"]},
+        "max_abs": max_abs,
         "checks": checks,
         "failed": failed,
         "passed": not failed,
