@@ -226,8 +226,8 @@ def _assemble(stage, checkpoint, config, model, family, inputs, ids, labels, ref
         "classes": config["classes"],
         # segmentation: logits are per pixel (B,C,S,S) and the classes are pixel classes;
         # multilabel (arch patchct): one independent sigmoid logit per label, maps = transport plans
-        "task": "segmentation" if reference["logits"].ndim == 4 else "classification",
-        **({"task": model.task} if getattr(model, "task", None) else {}),  # e.g. patchct: multilabel
+        "task": getattr(model, "task", None)
+        or ("segmentation" if reference["logits"].ndim == 4 else "classification"),
         "data": config["recipe"]["data"],
         "part_names": config.get("part_names", []),
         "prototypes": prototypes,
