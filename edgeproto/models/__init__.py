@@ -8,6 +8,7 @@ from edgeproto.models import densenet, efficientnet_lite, resnet, vgg  # noqa: F
 from edgeproto.models.archs import arch_builder, archs, register_arch
 from edgeproto.models.backbones import backbones, create_backbone, register_backbone
 from edgeproto.models.cbr_autoencoder import CbrAutoencoderNet, CbrDecoder, CbrEncoder
+from edgeproto.models.patchct import PatchCTNet
 from edgeproto.models.prototype_net import ADD_ONS, HEADS, NonNegLinear, PrototypeLayer, PrototypeNet, TverskyHead
 from edgeproto.models.proc_kd import ProcKdStudent
 from edgeproto.models.segmentation import SEGMENTATION_ARCHS, LatentGridSegNet, RegionSegNet, ScaleGroupedSegNet
@@ -44,6 +45,7 @@ __all__ = [
     "SEGMENTATION_ARCHS",
     "ScaleGroupedSegNet",
     "NonNegLinear",
+    "PatchCTNet",
     "TverskyHead",
     "PrototypeLayer",
     "PrototypeNet",

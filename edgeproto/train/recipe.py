@@ -46,6 +46,8 @@ DEFAULTS: dict[str, Any] = {
         # arch proc_kd (edgeproto distill): temperature τ of the feature augmentation's attention
         # (codebook soft assignment) over the teacher's prototypes
         "augment_tau": 0.1,
+        # arch patchct: temperature τ of the transport plans' softmax over cosine similarities
+        "temperature": 0.1,
     },
     "train": {
         "batch_size": 64,
@@ -58,10 +60,12 @@ DEFAULTS: dict[str, Any] = {
         # recon, r1, r2: arch cbr_ae's reconstruction, prototype→encoding and encoding→prototype terms
         # kld: ProtoSeg's diversity term, group_entropy: ScaleProtoSeg's entropy of group weights
         # (segmentation archs only); crs_ent_pixel: cross-entropy of the upsampled logits at the
-        # input resolution (not in ProtoSeg, which takes it at the feature grid only)
+        # input resolution (not in ProtoSeg, which takes it at the feature grid only);
+        # ct_forward / ct_backward: arch patchct's conditional-transport cost between the patches and
+        # the true label set, patch → label and label → patch
         "coefs": {"crs_ent": 1.0, "clst": 0.8, "sep": -0.08, "l1": 1e-4, "commit": 0.25,
                   "recon": 1.0, "r1": 1.0, "r2": 1.0, "kld": 0.25, "group_entropy": 0.05,
-                  "crs_ent_pixel": 0.0},
+                  "crs_ent_pixel": 0.0, "ct_forward": 1.0, "ct_backward": 1.0},
         "weight_decay": 1e-3,
         "push_batch_size": 128,
         # project: replace each prototype by its closest own-class training patch (ProtoPNet);
@@ -88,6 +92,9 @@ DEFAULTS: dict[str, Any] = {
         # grid), features = MSE of the student's projection and the teacher's latent patches (resized
         # likewise), logits = Hinton's logit KD (only when teacher and student have the same classes)
         "distill": {"temperature": 1.0, "scores": 1.0, "maps": 1.0, "features": 0.0, "logits": 0.0},
+        # arch patchct: the CT cost joins the loss from this joint-stage epoch on (0: from the start);
+        # before, the per-label BCE alone shapes the embeddings (see models/patchct_procedural.md)
+        "ct_from_epoch": 0,
     },
 }
 _OPEN = {("data",), ("model", "backbone"), ("model", "prototypes", "attrs"), ("model", "head_attrs")}
@@ -176,6 +183,8 @@ class CoefsSchema(_Section):  # loss weights: any sign (ProtoPNet's separation w
     kld: Real
     group_entropy: Real
     crs_ent_pixel: Real
+    ct_forward: Real
+    ct_backward: Real
 
 
 class DistillSchema(_Section):
@@ -203,6 +212,7 @@ class TrainSchema(_Section):
     augment_shift: Annotated[StrictInt, Field(ge=0, le=1024)]
     balance_classes: StrictBool
     distill: DistillSchema
+    ct_from_epoch: Count
 
 
 class BackboneSchema(BaseModel):
@@ -243,6 +253,7 @@ class ModelSchema(_Section):
     scales: Annotated[StrictInt, Field(ge=1, le=16)]
     groups: Annotated[StrictInt, Field(ge=1, le=64)]
     augment_tau: Annotated[float, BeforeValidator(_number), Field(gt=0)]
+    temperature: Annotated[float, BeforeValidator(_number), Field(gt=0)]
 
 
 class DataSchema(BaseModel):
@@ -303,6 +314,8 @@ def validate_recipe(raw: Any) -> dict:
         t["weight_decay"] = _number(t["weight_decay"])
     if isinstance(m["augment_tau"], str):
         m["augment_tau"] = _number(m["augment_tau"])
+    if isinstance(m["temperature"], str):
+        m["temperature"] = _number(m["temperature"])
     _check_attrs(recipe["model"]["prototypes"]["attrs"], "model.prototypes.attrs")
     _check_attrs(recipe["model"]["head_attrs"], "model.head_attrs")
     from edgeproto.data.options import check_config

@@ -9,6 +9,7 @@ from edgeproto.models import SEGMENTATION_ARCHS
 from edgeproto.models.proc_kd import ARCH as PROC_KD_ARCH
 from edgeproto.train.checkpoint import RESUME
 from edgeproto.train.distill import DistillTrainer
+from edgeproto.train.multilabel import MultilabelTrainer
 from edgeproto.train.segmentation import SegmentationTrainer
 from edgeproto.train.trainer import Trainer, check_out, resolve_data_root
 
@@ -16,6 +17,7 @@ from edgeproto.train.trainer import Trainer, check_out, resolve_data_root
 # architectures whose training is not the classification trainer's
 TRAINERS: dict[str, type[Trainer]] = {arch: SegmentationTrainer for arch in SEGMENTATION_ARCHS}
 TRAINERS[PROC_KD_ARCH] = DistillTrainer  # edgeproto distill: needs teacher=
+TRAINERS["patchct"] = MultilabelTrainer
 
 
 def train(recipe: dict, out: str | Path, *, force: bool = False, quiet: bool = False, **trainer_args) -> dict:
