@@ -80,15 +80,24 @@ def run_explain(bundle, image, target: str = "onnxruntime", precision: str = "fp
     if max_frames is not None and max_frames < 1:
         raise EdgeprotoError(f"--max-frames must be at least 1, got {max_frames}")
     opened = as_bundle(bundle)
+    if method == "mdm" and opened.manifest.get("task", "classification") != "classification":
+        raise EdgeprotoError(f"--method mdm explains classification bundles; this one's task is "
+                             f"{opened.manifest['task']!r}")
     if opened.manifest.get("task") == "segmentation":
         png, js = output_paths(image, out_prefix)
         for p in (png, js):
             atomic_files.check_output(p, {"bundle": opened.root, "image": image}, "-o/--out")
         return _explain_segmentation(opened, image, target, precision, guard, device, png, js, as_json)
+    if opened.manifest.get("task") == "multilabel":
+        from edgeproto.commands.multilabel import explain_multilabel
+
+        png, js = output_paths(image, out_prefix)
+        for p in (png, js):
+            atomic_files.check_output(p, {"bundle": opened.root, "image": image}, "-o/--out")
+        return explain_multilabel(opened, image, target, precision, guard, device, png, js, as_json)
     source = open_source(image, max_frames=max_frames)
-    if method == "mdm" and (source.kind != "image" or because or opened.manifest.get("task") == "segmentation"):
-        raise EdgeprotoError("--method mdm explains one image of a classification bundle (not a folder, video or "
-                             "camera; not with --because)")
+    if method == "mdm" and (source.kind != "image" or because):
+        raise EdgeprotoError("--method mdm explains one image (not a folder, video or camera; not with --because)")
     if source.kind == "image":
         png, js = output_paths(image, out_prefix)
         for p in (png, js):

@@ -9,7 +9,9 @@ from edgeproto.models.archs import arch_builder, archs, register_arch
 from edgeproto.models.backbones import backbones, create_backbone, register_backbone
 from edgeproto.models.cbr_autoencoder import CbrAutoencoderNet, CbrDecoder, CbrEncoder
 from edgeproto.models.dprotonet import DProtoNet
+from edgeproto.models.patchct import PatchCTNet
 from edgeproto.models.prototype_net import ADD_ONS, HEADS, NonNegLinear, PrototypeLayer, PrototypeNet, TverskyHead
+from edgeproto.models.proc_kd import ProcKdStudent
 from edgeproto.models.segmentation import SEGMENTATION_ARCHS, LatentGridSegNet, RegionSegNet, ScaleGroupedSegNet
 
 ARCHS = archs()  # every module above has registered its architectures
@@ -45,9 +47,11 @@ __all__ = [
     "SEGMENTATION_ARCHS",
     "ScaleGroupedSegNet",
     "NonNegLinear",
+    "PatchCTNet",
     "TverskyHead",
     "PrototypeLayer",
     "PrototypeNet",
+    "ProcKdStudent",
     "backbones",
     "create_backbone",
     "create_model",
