@@ -79,6 +79,9 @@ DEFAULTS: dict[str, Any] = {
         # segmentation archs: weight the cross-entropy per class by 1/sqrt(pixel frequency) on the
         # training masks (normalised to mean 1), so a small part class is not drowned by background
         "balance_classes": False,
+        # segmentation archs: learning-rate decay of the joint stage, constant or poly (ProtoSeg:
+        # lr · (1 − step/steps)^0.9 after every optimizer step)
+        "lr_decay": "constant",
     },
 }
 _OPEN = {("data",), ("model", "backbone"), ("model", "prototypes", "attrs"), ("model", "head_attrs")}
@@ -185,6 +188,7 @@ class TrainSchema(_Section):
     prune_unused: StrictBool
     augment_shift: Annotated[StrictInt, Field(ge=0, le=1024)]
     balance_classes: StrictBool
+    lr_decay: Literal["constant", "poly"]
 
 
 class BackboneSchema(BaseModel):
