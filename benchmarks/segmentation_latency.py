@@ -59,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
             raise EdgeprotoError(f"{path} is not a segmentation bundle")
         name = bundle.manifest.get("source", {}).get("recipe") or path
         for target, precision, guard in variants(args.unguarded):
-            if precision != "fp32" and artifact_key(target, precision, guard) not in bundle.manifest.get("compiled", {}):
+            compiled = bundle.manifest.get("compiled", {})
+            if precision != "fp32" and artifact_key(target, precision, guard) not in compiled:
                 compile_bundle(bundle.root, target=target, precision=precision, guard=guard, calib=64, progress=False)
                 bundle = open_bundle(bundle.root)
             rep = bench_bundle(bundle, target=target, precision=precision, guard=guard, batches=batches,

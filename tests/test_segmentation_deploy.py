@@ -95,8 +95,8 @@ def test_validate_on_a_seg_folder(bundle, tmp_path, capsys):
 
     ds, cfg = _procedural_seg_folder(tmp_path / "d")
     (tmp_path / "data.yaml").write_text(json.dumps(cfg))
-    code, out, err = run_main(["validate", str(bundle), "--target", "onnxruntime", "--data", str(tmp_path / "data.yaml"),
-                               "--json"], capsys)
+    code, out, err = run_main(["validate", str(bundle), "--target", "onnxruntime",
+                               "--data", str(tmp_path / "data.yaml"), "--json"], capsys)
     assert code == 0, err
     rep = json.loads(out)
     assert rep["data"]["config"]["name"] == "seg_folder" and rep["data"]["images"] == 5

@@ -141,7 +141,8 @@ def _validate_segmentation(bundle, target, precision, guard, options, out, sweep
 
     if options.thresholds is not None:
         raise EdgeprotoError("validate of a segmentation bundle has no --thresholds yet (its limits: pixel "
-                             "agreement, region top-1 prototype agreement, map IoU; see edgeproto.compare.segmentation)")
+                             "agreement, region top-1 prototype agreement, map IoU; see "
+                             "edgeproto.compare.segmentation)")
     if not target and not sweep:
         raise EdgeprotoError("validate needs a --target (onnxruntime, openvino)")
     common = dict(split=options.split, limit=options.limit, batch=options.batch, device=options.device,
