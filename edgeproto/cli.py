@@ -9,6 +9,7 @@ import click
 from edgeproto import __version__
 from edgeproto.commands.bench import bench
 from edgeproto.commands.compile import compile
+from edgeproto.commands.distill import distill
 from edgeproto.commands.explain import explain
 from edgeproto.commands.import_ import import_
 from edgeproto.commands.export import export
@@ -25,7 +26,7 @@ def cli() -> None:
     """Interpretable prototype models from training to edge devices."""
 
 
-for command in (train, info, import_, export, compile, explain, serve, verify, validate, bench):
+for command in (train, distill, info, import_, export, compile, explain, serve, verify, validate, bench):
     cli.add_command(command)
 
 

@@ -83,6 +83,13 @@ def run_explain(bundle, image, target: str = "onnxruntime", precision: str = "fp
         for p in (png, js):
             atomic_files.check_output(p, {"bundle": opened.root, "image": image}, "-o/--out")
         return _explain_segmentation(opened, image, target, precision, guard, device, png, js, as_json)
+    if opened.manifest.get("task") == "multilabel":
+        from edgeproto.commands.multilabel import explain_multilabel
+
+        png, js = output_paths(image, out_prefix)
+        for p in (png, js):
+            atomic_files.check_output(p, {"bundle": opened.root, "image": image}, "-o/--out")
+        return explain_multilabel(opened, image, target, precision, guard, device, png, js, as_json)
     source = open_source(image, max_frames=max_frames)
     if source.kind == "image":
         png, js = output_paths(image, out_prefix)

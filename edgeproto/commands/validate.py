@@ -264,6 +264,10 @@ def run_validate(
     bundle = opened
     if bundle.manifest.get("task") == "segmentation":
         return _validate_segmentation(bundle, target, precision, guard, options, out, sweep, targets, as_json, data)
+    if bundle.manifest.get("task") == "multilabel":
+        from edgeproto.commands.multilabel import validate_multilabel
+
+        return validate_multilabel(bundle, target, precision, guard, options, out, sweep, as_json, data)
     if sweep:
         result = run_sweep(bundle, _targets(target, targets), options)
     else:

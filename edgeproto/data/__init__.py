@@ -4,7 +4,8 @@ Importing this package does not import torch (datasets load lazily in :func:`bui
 so :mod:`edgeproto.data.preprocess` stays usable on edge devices.
 
 Names: ``procedural`` (default; synthetic shapes with exact part masks), ``digits`` (scikit-learn's
-bundled handwritten digits), ``folder`` (``root/<class>/*.png``), ``cub`` (CUB-200-2011 layout).
+bundled handwritten digits), ``folder`` (``root/<class>/*.png``), ``cub`` (CUB-200-2011 layout), ``seg_folder``, ``multilabel_folder``
+(``root/images/*`` + ``root/labels.csv``).
 """
 
 from __future__ import annotations

@@ -25,7 +25,8 @@ class ImageDataset(Dataset):
     is bool (P, S, S) over ``part_names`` or None when the dataset has no parts.
     Subclasses implement :meth:`source_image` (and :meth:`part_masks` if they have parts).
     A segmentation dataset sets ``task = "segmentation"`` and implements :meth:`mask`; its
-    ``classes`` are then the pixel classes.
+    ``classes`` are then the pixel classes. A multi-label dataset sets ``task = "multilabel"`` and
+    ``targets``, the (N, C) 0/1 matrix of each image's label set (``labels`` keeps one of them).
     """
 
     task = "classification"

@@ -28,6 +28,8 @@ DATASETS: dict[str, tuple[str, str, tuple[str, ...], tuple[str, ...]]] = {
     "cub": ("edgeproto.data.cub", "CubDataset", ("root", "image_size", "crop_to_bbox"), ("root",)),
     "seg_folder": ("edgeproto.data.seg_folder", "SegFolderDataset", ("root", "classes", "image_size", "seed"),
                    ("root", "classes")),
+    "multilabel_folder": ("edgeproto.data.multilabel_folder", "MultilabelFolderDataset",
+                          ("root", "classes", "image_size", "seed"), ("root",)),
 }
 
 

@@ -26,6 +26,12 @@ likely within their class.
 class index of every pixel (the distractor line counts as background: it is clutter the model has
 to ignore), and an image's ``label`` is its largest part's class (the scene's classification label
 is not a pixel class).
+
+``task: multilabel`` makes a multi-label set: the labels are the five part types
+(``classes == PART_NAMES``), an image shows 1 to 3 different part types drawn uniformly
+(``MULTILABEL_PARTS``; the number first, then the types without replacement) plus, in half the
+images, the distractor (no label); ``targets`` is the (N, 5) 0/1 matrix of each image's label set,
+and an image's ``label`` is its first part type (so single-label code still runs).
 """
 
 from __future__ import annotations
@@ -61,7 +67,8 @@ RULES = ("pairs", "xor")
 XOR_PARTS: tuple[str, str] = ("circle", "square")  # rule xor: class = exactly one of these
 XOR_FILLERS: tuple[str, ...] = ("triangle", "cross", "stripes")
 XOR_CLASSES: tuple[str, str] = ("none_or_both", "exactly_one")
-TASKS = ("classification", "segmentation")
+TASKS = ("classification", "segmentation", "multilabel")
+MULTILABEL_PARTS = (1, 3)  # task multilabel: the fewest and most part types in one image
 SEGMENTATION_CLASSES: tuple[str, ...] = ("background",) + PART_NAMES
 
 _SPLIT_STREAM = {"train": 0, "test": 1}
@@ -108,6 +115,9 @@ class ProceduralDataset(ImageDataset):
         self.superpixels = int_option("superpixels", superpixels, 0, 255)
         if self.superpixels and task != "segmentation":
             raise EdgeprotoError("dataset option 'superpixels' needs 'task: segmentation'")
+        if task == "multilabel" and (rule != "pairs" or num_classes not in (4, len(PART_NAMES))):
+            raise EdgeprotoError("dataset option 'task: multilabel' has the 5 part types as labels: leave "
+                                 "num_classes and rule out")
         num_classes = 2 if rule == "xor" else int_option("num_classes", num_classes, 2, MAX_CLASSES)
         n_train = int_option("train_size", train_size, 1)
         n_test = int_option("test_size", test_size, 1)
@@ -130,11 +140,20 @@ class ProceduralDataset(ImageDataset):
             self.scene_labels: np.ndarray = self.labels.copy()
             self.classes = list(SEGMENTATION_CLASSES)
             self.labels = np.array([self._largest_part(i) for i in range(n)], dtype=np.int64)
+        if task == "multilabel":
+            self.classes = list(PART_NAMES)
+            self._kinds = [self._multilabel_kinds(i) for i in range(n)]
+            self.targets: np.ndarray = np.zeros((n, len(PART_NAMES)), dtype=np.uint8)
+            for i, kinds in enumerate(self._kinds):
+                self.targets[i, list(kinds)] = 1
+            self.labels = np.array([kinds[0] for kinds in self._kinds], dtype=np.int64)
 
     def render(self, index: int) -> Rendering:
         """Generate sample ``index`` from scratch, with its background and distractor mask."""
         i = self._index(index)
         rng = np.random.default_rng([self.seed, _SPLIT_STREAM[self.split], i])
+        if self.task == "multilabel":
+            return _render(rng, self.image_size, _multilabel_kinds(rng))
         if self.rule == "xor":
             return _render(rng, self.image_size, _xor_kinds(rng, int(self.labels[i])))
         return _render(rng, self.image_size, self._class_kinds[int(self.labels[i])])
@@ -163,6 +182,10 @@ class ProceduralDataset(ImageDataset):
         self._ensure(i)
         return (self._part_maps[i].astype(np.int16) + 1).astype(np.uint8)  # type: ignore[union-attr]
 
+    def _multilabel_kinds(self, i: int) -> tuple[int, ...]:
+        """Task multilabel: the part types of image ``i`` (the first draws of its random stream)."""
+        return _multilabel_kinds(np.random.default_rng([self.seed, _SPLIT_STREAM[self.split], i]))
+
     def _largest_part(self, i: int) -> int:
         counts = np.bincount(self.mask(i).ravel(), minlength=len(SEGMENTATION_CLASSES))
         return int(counts[1:].argmax()) + 1
@@ -175,6 +198,12 @@ class ProceduralDataset(ImageDataset):
                 part_map[mask] = k
             self._images[i] = r.image
             self._part_maps[i] = part_map
+
+
+def _multilabel_kinds(rng: np.random.Generator) -> tuple[int, ...]:
+    """Task multilabel: 1..3 different part types, in random order."""
+    count = int(rng.integers(MULTILABEL_PARTS[0], MULTILABEL_PARTS[1] + 1))
+    return tuple(int(k) for k in rng.choice(len(PART_NAMES), size=count, replace=False))
 
 
 def _xor_kinds(rng: np.random.Generator, label: int) -> tuple[int, ...]:

@@ -224,8 +224,10 @@ def _assemble(stage, checkpoint, config, model, family, inputs, ids, labels, ref
         "preprocess": {"image_size": config["image_size"], "mode": "RGB", "resize": "bilinear",
                        "scale": 1 / 255, "mean": config["mean"], "std": config["std"]},
         "classes": config["classes"],
-        # segmentation: logits are per pixel (B,C,S,S) and the classes are pixel classes
-        "task": "segmentation" if reference["logits"].ndim == 4 else "classification",
+        # segmentation: logits are per pixel (B,C,S,S) and the classes are pixel classes;
+        # multilabel (arch patchct): one independent sigmoid logit per label, maps = transport plans
+        "task": getattr(model, "task", None)
+        or ("segmentation" if reference["logits"].ndim == 4 else "classification"),
         "data": config["recipe"]["data"],
         "part_names": config.get("part_names", []),
         "prototypes": prototypes,

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from edgeproto.errors import EdgeprotoError
 from edgeproto.models.backbones import register_backbone
+from edgeproto.models.archs import register_arch
 from edgeproto.models.prototype_net import PrototypeClassifier, PrototypeLayer
 
 _ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid}
@@ -135,3 +136,12 @@ class CbrAutoencoderNet(PrototypeClassifier):
         if self.training:
             out["reconstruction"] = self.decode(z)
         return out
+
+
+@register_arch("cbr_ae")
+def _build_cbr_ae(config: dict, backbone: nn.Module) -> CbrAutoencoderNet:
+    """``arch: cbr_ae``: the case-based reasoning autoencoder (a ``cbr_encoder`` backbone, ``image_size``)."""
+    protos = config["prototypes"]
+    return CbrAutoencoderNet(backbone, num_classes=config["num_classes"], image_size=config["image_size"],
+                             family=protos["family"], per_class=protos["per_class"], attrs=protos.get("attrs"),
+                             dim=protos["dim"])

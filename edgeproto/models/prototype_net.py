@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from edgeproto.errors import EdgeprotoError
 from edgeproto.layers import get_family
+from edgeproto.models.archs import register_arch
 
 HEADS = ("linear", "nonneg", "tversky")
 ADD_ONS = ("regular", "bottleneck")
@@ -195,3 +196,14 @@ class PrototypeNet(PrototypeClassifier):
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         return self.classify(self.features(x))
+
+
+@register_arch("protopnet")
+def _build_protopnet(config: dict, backbone: nn.Module) -> PrototypeNet:
+    """``arch: protopnet``: reads ``head`` (``linear``), ``head_features``, ``head_attrs`` and ``add_on``
+    (``regular``; or ``bottleneck``, ProtoPNet's two add-on types)."""
+    protos = config["prototypes"]
+    return PrototypeNet(backbone, num_classes=config["num_classes"], family=protos["family"],
+                        per_class=protos["per_class"], dim=protos["dim"], attrs=protos.get("attrs"),
+                        head=config.get("head", "linear"), head_features=config.get("head_features", 0),
+                        head_attrs=config.get("head_attrs") or None, add_on=config.get("add_on", "regular"))

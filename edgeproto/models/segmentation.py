@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from edgeproto.errors import EdgeprotoError
+from edgeproto.models.archs import register_arch
 from edgeproto.models.prototype_net import PrototypeClassifier, PrototypeLayer
 
 SEGMENTATION_ARCHS = ("latent_seg", "scale_seg", "region_seg")
@@ -208,3 +209,25 @@ def project_simplex(w: Tensor) -> Tensor:
     rho = cond.to(w.dtype).cumsum(dim=-1).argmax(dim=-1, keepdim=True)  # last index where cond holds
     theta = css.gather(-1, rho) / (rho + 1).to(w.dtype)
     return (w - theta).clamp(min=0)
+
+
+def _prototype_kwargs(config: dict) -> dict:
+    protos = config["prototypes"]
+    return {"num_classes": config["num_classes"], "image_size": config["image_size"], "family": protos["family"],
+            "per_class": protos["per_class"], "dim": protos["dim"], "attrs": protos.get("attrs")}
+
+
+@register_arch("latent_seg")
+def _build_latent_seg(config: dict, backbone: nn.Module) -> LatentGridSegNet:
+    return LatentGridSegNet(backbone, **_prototype_kwargs(config))
+
+
+@register_arch("scale_seg")
+def _build_scale_seg(config: dict, backbone: nn.Module) -> ScaleGroupedSegNet:
+    return ScaleGroupedSegNet(backbone, **_prototype_kwargs(config), scales=config.get("scales", 4),
+                              groups=config.get("groups", 3))
+
+
+@register_arch("region_seg")
+def _build_region_seg(config: dict, backbone: nn.Module) -> RegionSegNet:
+    return RegionSegNet(backbone, **_prototype_kwargs(config), regions=config.get("regions", 0))

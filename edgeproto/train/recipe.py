@@ -43,6 +43,11 @@ DEFAULTS: dict[str, Any] = {
         # arch scale_seg (ScaleProtoSeg): feature chunks / prototype scales, and groups per class
         "scales": 4,
         "groups": 3,
+        # arch proc_kd (edgeproto distill): temperature τ of the feature augmentation's attention
+        # (codebook soft assignment) over the teacher's prototypes
+        "augment_tau": 0.1,
+        # arch patchct: temperature τ of the transport plans' softmax over cosine similarities
+        "temperature": 0.1,
     },
     "train": {
         "batch_size": 64,
@@ -55,10 +60,12 @@ DEFAULTS: dict[str, Any] = {
         # recon, r1, r2: arch cbr_ae's reconstruction, prototype→encoding and encoding→prototype terms
         # kld: ProtoSeg's diversity term, group_entropy: ScaleProtoSeg's entropy of group weights
         # (segmentation archs only); crs_ent_pixel: cross-entropy of the upsampled logits at the
-        # input resolution (not in ProtoSeg, which takes it at the feature grid only)
+        # input resolution (not in ProtoSeg, which takes it at the feature grid only);
+        # ct_forward / ct_backward: arch patchct's conditional-transport cost between the patches and
+        # the true label set, patch → label and label → patch
         "coefs": {"crs_ent": 1.0, "clst": 0.8, "sep": -0.08, "l1": 1e-4, "commit": 0.25,
                   "recon": 1.0, "r1": 1.0, "r2": 1.0, "kld": 0.25, "group_entropy": 0.05,
-                  "crs_ent_pixel": 0.0},
+                  "crs_ent_pixel": 0.0, "ct_forward": 1.0, "ct_backward": 1.0},
         "weight_decay": 1e-3,
         "push_batch_size": 128,
         # project: replace each prototype by its closest own-class training patch (ProtoPNet);
@@ -82,6 +89,15 @@ DEFAULTS: dict[str, Any] = {
         # segmentation archs: learning-rate decay of the joint stage, constant or poly (ProtoSeg:
         # lr · (1 − step/steps)^0.9 after every optimizer step)
         "lr_decay": "constant",
+        # edgeproto distill (arch proc_kd): weights of the distillation terms and their softmax
+        # temperature: scores = KL of the teacher's vs the student's prototype-score distribution,
+        # maps = per-location KL of the prototype assignment (teacher maps resized to the student's
+        # grid), features = MSE of the student's projection and the teacher's latent patches (resized
+        # likewise), logits = Hinton's logit KD (only when teacher and student have the same classes)
+        "distill": {"temperature": 1.0, "scores": 1.0, "maps": 1.0, "features": 0.0, "logits": 0.0},
+        # arch patchct: the CT cost joins the loss from this joint-stage epoch on (0: from the start);
+        # before, the per-label BCE alone shapes the embeddings (see models/patchct_procedural.md)
+        "ct_from_epoch": 0,
     },
 }
 _OPEN = {("data",), ("model", "backbone"), ("model", "prototypes", "attrs"), ("model", "head_attrs")}
@@ -170,6 +186,16 @@ class CoefsSchema(_Section):  # loss weights: any sign (ProtoPNet's separation w
     kld: Real
     group_entropy: Real
     crs_ent_pixel: Real
+    ct_forward: Real
+    ct_backward: Real
+
+
+class DistillSchema(_Section):
+    temperature: Annotated[float, BeforeValidator(_number), Field(gt=0)]
+    scores: Rate
+    maps: Rate
+    features: Rate
+    logits: Rate
 
 
 class TrainSchema(_Section):
@@ -189,6 +215,8 @@ class TrainSchema(_Section):
     augment_shift: Annotated[StrictInt, Field(ge=0, le=1024)]
     balance_classes: StrictBool
     lr_decay: Literal["constant", "poly"]
+    distill: DistillSchema
+    ct_from_epoch: Count
 
 
 class BackboneSchema(BaseModel):
@@ -219,7 +247,7 @@ class PrototypesSchema(_Section):
 
 
 class ModelSchema(_Section):
-    arch: Literal["protopnet", "cbr_ae", "latent_seg", "scale_seg", "region_seg"]
+    arch: StrictStr  # a registered architecture (edgeproto.models.archs)
     backbone: BackboneSchema
     prototypes: PrototypesSchema
     head: Literal["linear", "nonneg", "tversky"]
@@ -228,6 +256,8 @@ class ModelSchema(_Section):
     add_on: Literal["regular", "bottleneck"]
     scales: Annotated[StrictInt, Field(ge=1, le=16)]
     groups: Annotated[StrictInt, Field(ge=1, le=64)]
+    augment_tau: Annotated[float, BeforeValidator(_number), Field(gt=0)]
+    temperature: Annotated[float, BeforeValidator(_number), Field(gt=0)]
 
 
 class DataSchema(BaseModel):
@@ -282,15 +312,23 @@ def validate_recipe(raw: Any) -> dict:
         raise _schema_error(exc) from None
     # "1e-4" (a string to YAML 1.1) → the number it means
     t, m = recipe["train"], recipe["model"]
-    for section in (t["lr"], t["coefs"], m["prototypes"]["attrs"], m["head_attrs"]):
+    for section in (t["lr"], t["coefs"], m["prototypes"]["attrs"], m["head_attrs"], t["distill"]):
         section.update({k: _number(v) for k, v in section.items() if isinstance(v, str)})
     if isinstance(t["weight_decay"], str):
         t["weight_decay"] = _number(t["weight_decay"])
+    if isinstance(m["augment_tau"], str):
+        m["augment_tau"] = _number(m["augment_tau"])
+    if isinstance(m["temperature"], str):
+        m["temperature"] = _number(m["temperature"])
     _check_attrs(recipe["model"]["prototypes"]["attrs"], "model.prototypes.attrs")
     _check_attrs(recipe["model"]["head_attrs"], "model.head_attrs")
     from edgeproto.data.options import check_config
 
     check_config(recipe["data"], "train")
+    from edgeproto.models import ARCHS
+
+    if m["arch"] not in ARCHS:
+        raise EdgeprotoError(f"recipe key 'model.arch': unknown architecture {m['arch']!r}; known: {', '.join(ARCHS)}")
     if m["arch"] == "cbr_ae" and (m["head"] != "linear" or m["backbone"].get("name") != "cbr_encoder"):
         raise EdgeprotoError("model.arch cbr_ae needs model.head: linear and model.backbone.name: cbr_encoder")
     if m["head"] != "tversky" and (m["head_attrs"] or m["head_features"]):

@@ -24,7 +24,8 @@ def summarize(config: dict, path: str | Path, detailed: bool = False) -> dict:
         "family": family.name,
         "op": f"edgeproto::{family.op_type}",
         "formula": family.summary,
-        "num_prototypes": protos["per_class"] * model["num_classes"],
+        # proc_kd students hold their teacher's prototypes, not per_class × their own classes
+        "num_prototypes": model.get("teacher_prototypes", protos["per_class"] * model["num_classes"]),
         "prototype_dim": protos["dim"],
         "classes": config["classes"],
         "prototypes_per_class": dict(per_class),
@@ -37,6 +38,7 @@ def summarize(config: dict, path: str | Path, detailed: bool = False) -> dict:
         "train_seconds": config.get("train_seconds"),
         "world_size": config.get("world_size", 1),
         "imported": config.get("imported", {}).get("from"),
+        "teacher": (model.get("teacher") or {}).get("checkpoint"),  # edgeproto distill
     }
     if detailed:
         summary["prototypes"] = config.get("prototypes", [])
@@ -49,6 +51,8 @@ def render(summary: dict, console: Console | None = None) -> None:
     for key in ("recipe", "family", "op", "formula", "backbone", "num_prototypes", "prototype_dim",
                 "classes", "image_size", "train_seconds", "world_size"):
         table.add_row(key, str(summary[key]))
+    if summary.get("teacher"):
+        table.add_row("distilled from", summary["teacher"])
     merged = summary.get("merged_prototypes", {})
     table.add_row("duplicates merged", f"{len(merged)}" + (
         " (" + ", ".join(f"{d}→{k}" for d, k in merged.items()) + ")" if merged else ""))

@@ -112,7 +112,7 @@ class Trainer:
         self.test_set = build_dataset(recipe["data"], "test")
         self.images, self.labels = materialize(self.train_set)
         self.test_images, self.test_labels = materialize(self.test_set)
-        self.model_cfg = model_config(recipe, self.train_set)
+        self.model_cfg = self._model_config(recipe, self.train_set)
         self.model = create_model(self.model_cfg)
         self.is_cbr = hasattr(self.model, "decoder")  # arch cbr_ae
         stride = getattr(self.model.backbone, "stride", 1)
@@ -128,6 +128,10 @@ class Trainer:
         self.prototypes: list[dict] = []
         self.metrics: dict[str, float] = {}
         self.elapsed = 0.0
+
+    def _model_config(self, recipe: dict, dataset) -> dict:
+        """The architecture part of the checkpoint config (a subclass adds what its arch reads)."""
+        return model_config(recipe, dataset)
 
     def _init_from(self, source: Path) -> None:
         """Start from another checkpoint (e.g. a ProtoPNet run): every weight whose name and shape
@@ -341,6 +345,16 @@ class Trainer:
         self.metrics["test_accuracy"] = self.evaluate()
         self.metrics["train_accuracy"] = accuracy(predict(self.model, self.images)["logits"], self.labels)
 
+    def _patch_png(self, rec: dict, rendered: Tensor | None) -> bytes:
+        """PNG bytes of a prototype's source patch: cropped from its training image, or the
+        decoder's picture of it (arch cbr_ae, ``rendered``)."""
+        if rendered is not None:  # the decoder's picture of the prototype
+            img = (rendered[rec["index"]].permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8)
+            raw = img.expand(-1, -1, 3).numpy() if img.shape[2] == 1 else img.numpy()
+        else:
+            raw = self.train_set.raw_image(rec["source_image"])
+        return patch_png(raw, rec["patch_box"])
+
     def _write_checkpoint(self) -> dict:
         classes = list(self.train_set.classes)
         for rec in self.prototypes:
@@ -372,12 +386,7 @@ class Trainer:
             for rec in self.prototypes:
                 if rec["patch_png"] is None:  # no training image of its class: no source patch
                     continue
-                if rendered is not None:  # the decoder's picture of the prototype
-                    img = (rendered[rec["index"]].permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8)
-                    raw = img.expand(-1, -1, 3).numpy() if img.shape[2] == 1 else img.numpy()
-                else:
-                    raw = self.train_set.raw_image(rec["source_image"])
-                atomic_files.write_bytes(self.out / rec["patch_png"], patch_png(raw, rec["patch_box"]))
+                atomic_files.write_bytes(self.out / rec["patch_png"], self._patch_png(rec, rendered))
             checkpoint.save_weights(self.out, self.model)
             checkpoint.save_config(self.out, config)
             (self.out / checkpoint.RESUME).unlink(missing_ok=True)
