@@ -285,7 +285,7 @@ def test_region_model_exports_with_the_label_map_input(trained, tmp_path):
 
     ckpt = trained("gaussian", model={"arch": "region_seg"}, data={"task": "segmentation", "superpixels": 16},
                    joint_last_layer=True)
-    manifest = export_bundle(ckpt, tmp_path / "b", golden=4)
+    manifest = export_bundle(ckpt, tmp_path / "b", golden=4, analysis_images=4)  # the analysis feeds the label map too
     assert manifest["inputs"][0]["shape"][1] == 4 and manifest["export_check"]["passed"]
     rep = validate_segmentation(open_bundle(tmp_path / "b"), "openvino", split="test", limit=4, progress=False)
     assert rep["pixel_agreement"] == 1.0 and rep["region_top1_agreement"] == 1.0 and rep["passed"]

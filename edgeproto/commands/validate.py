@@ -133,27 +133,37 @@ def _print_footer(out, result: dict, paths: dict | None) -> None:
         out.print(f"report: {paths['html']}\njson:   {paths['json']}")
 
 
-def _validate_segmentation(bundle, target, precision, guard, options, out, sweep, as_json, data) -> int:
-    """A segmentation bundle: mIoU / pixel accuracy of both sides, per-pixel and per-region agreement."""
-    from rich.table import Table
-
+def _validate_segmentation(bundle, target, precision, guard, options, out, sweep, targets, as_json, data) -> int:
+    """A segmentation bundle: mIoU / pixel accuracy of both sides, per-pixel and per-region agreement
+    (``sweep``: every precision of each target in one table)."""
     from edgeproto import atomic_files
-    from edgeproto.compare.segmentation import validate_segmentation
+    from edgeproto.compare.segmentation import sweep_segmentation, validate_segmentation
 
-    if sweep or data is not None or options.thresholds is not None:
-        raise EdgeprotoError("validate of a segmentation bundle takes one --target (no --sweep, --data or "
-                             "--thresholds yet)")
-    if not target:
+    if options.thresholds is not None:
+        raise EdgeprotoError("validate of a segmentation bundle has no --thresholds yet (its limits: pixel "
+                             "agreement, region top-1 prototype agreement, map IoU; see "
+                             "edgeproto.compare.segmentation)")
+    if not target and not sweep:
         raise EdgeprotoError("validate needs a --target (onnxruntime, openvino)")
-    result = validate_segmentation(bundle, target, precision, guard, split=options.split, limit=options.limit,
-                                   batch=options.batch, device=options.device, threads=options.threads,
-                                   data_root=options.data_root, progress=options.progress)
+    common = dict(split=options.split, limit=options.limit, batch=options.batch, device=options.device,
+                  threads=options.threads, data=data, data_root=options.data_root, progress=options.progress)
+    if sweep:
+        result = sweep_segmentation(bundle, _targets(target, targets), calib=options.calib, **common)
+    else:
+        result = validate_segmentation(bundle, target, precision, guard, **common)
     if out is not None:
         atomic_files.write_text(Path(out) / "report.json", json.dumps(result, indent=2))
     code = 0 if result["passed"] else 1
     if as_json:
         print(json.dumps(result, indent=2))
         return code
+    (_print_segmentation_sweep if sweep else _print_segmentation)(result)
+    return code
+
+
+def _print_segmentation(result: dict) -> None:
+    from rich.table import Table
+
     t = result["target"]
     table = Table(title=f"{t['target']} {t['precision']}{'' if t['guard'] == 'prototypes' else ' (no guard)'} vs "
                         f"PyTorch on {result['data']['images']} {result['data']['split']} images (segmentation)")
@@ -169,7 +179,31 @@ def _validate_segmentation(bundle, target, precision, guard, options, out, sweep
     cons.print(f"mIoU: reference {r['miou']:.4f}, target {d['miou']:.4f}; pixel accuracy: reference "
                f"{r['pixel_accuracy']:.4f}, target {d['pixel_accuracy']:.4f}; {result['regions']} regions")
     cons.print("[bold green]PASSED[/]" if result["passed"] else f"[bold red]FAILED[/]: {', '.join(result['failed'])}")
-    return code
+
+
+def _print_segmentation_sweep(result: dict) -> None:
+    from rich.table import Table
+
+    from edgeproto.compare.report_html import fmt
+
+    d, ref = result["data"], result["reference"]
+    title = "validate sweep (segmentation)" + (
+        f" on {d['images']} {d['split']} images (PyTorch mIoU {ref['miou']:.4f})" if d else "")
+    table = Table(title=title)
+    for col in ("target", "precision", "guard", "mIoU", "pixel acc", "pixel agr", "region top-1", "map IoU", "verdict"):
+        left = col in ("target", "precision", "guard", "verdict")
+        table.add_column(col, justify="left" if left else "right", no_wrap=left)
+    for r in result["rows"]:
+        if "error" in r:
+            table.add_row(r["target"], r["precision"], r["guard"], *[""] * 5, f"[bold red]ERROR[/] {r['error']}")
+            continue
+        verdict = "[green]PASS[/]" if r["passed"] else f"[red]FAIL[/] ({', '.join(r['failed'])})"
+        table.add_row(r["target"], r["precision"], r["guard"], fmt(r["miou"]), fmt(r["pixel_accuracy"]),
+                      fmt(r["pixel_agreement"]), fmt(r["region_top1_agreement"]), fmt(r["map_iou"]),
+                      verdict + ("" if r["guard"] == "prototypes" else " [dim]not gated[/]"))
+    cons = console()
+    cons.print(table)
+    cons.print("[bold green]PASSED[/]" if result["passed"] else f"[bold red]FAILED[/]: {', '.join(result['failed'])}")
 
 
 def run_validate(
@@ -229,7 +263,7 @@ def run_validate(
             raise EdgeprotoError(f"--out {out} exists and is not a directory")
     bundle = opened
     if bundle.manifest.get("task") == "segmentation":
-        return _validate_segmentation(bundle, target, precision, guard, options, out, sweep, as_json, data)
+        return _validate_segmentation(bundle, target, precision, guard, options, out, sweep, targets, as_json, data)
     if bundle.manifest.get("task") == "multilabel":
         from edgeproto.commands.multilabel import validate_multilabel
 

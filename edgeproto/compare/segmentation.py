@@ -12,6 +12,8 @@ Gates: per-pixel agreement, region top-prototype agreement and map IoU at least 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from edgeproto.bundle import Bundle
@@ -48,18 +50,45 @@ def _top_mask(map2d: np.ndarray, size: int) -> np.ndarray:
     return up >= np.percentile(up, 95.0)
 
 
+def segmentation_dataset(bundle: Bundle, split: str, data=None, data_root=None):
+    """The split to validate on: the bundle's own dataset, or ``data`` (a dataset config or recipe,
+    file or mapping, e.g. a ``seg_folder`` of images/ + masks/) checked against the bundle: masks, the
+    bundle's number of classes, and its image size and superpixel count (taken from the bundle when
+    the config leaves them out)."""
+    from edgeproto.compare.validate import load_data_config
+    from edgeproto.data import build_dataset
+    from edgeproto.runtimes.compile import with_data_root
+
+    own = dict(bundle.manifest["data"])
+    config = own if data is None else load_data_config(data, bundle)
+    where = ("the bundle's dataset" if data is None else
+             "the data config" if isinstance(data, Mapping) else f"data config {data}")
+    for key in ("image_size", "superpixels"):
+        if key in own:
+            config.setdefault(key, own[key])
+        if config.get(key) != own.get(key):
+            raise EdgeprotoError(f"{where}: {key} is {config.get(key)} but the bundle was trained with {own.get(key)}")
+    dataset = build_dataset(with_data_root(config, data_root), split)
+    if getattr(dataset, "task", "classification") != "segmentation":
+        raise EdgeprotoError(f"{where} has no masks: a segmentation bundle is validated on a segmentation "
+                             "dataset (procedural with task: segmentation, or seg_folder: images/ + masks/)")
+    if len(dataset.classes) != len(bundle.classes):
+        raise EdgeprotoError(f"{where} has {len(dataset.classes)} classes but the bundle predicts "
+                             f"{len(bundle.classes)} ({', '.join(bundle.classes)})")
+    return dataset, config
+
+
 def validate_segmentation(bundle: Bundle, target: str, precision: str = "fp32", guard: str = "prototypes", *,
                           split: str = "test", limit: int | None = None, batch: int = 32, device: str | None = None,
-                          threads: int = 0, data_root=None, progress: bool = True, thresholds: dict | None = None
-                          ) -> dict:
-    """The report (JSON-able) of ``target`` vs the PyTorch reference on the bundle's dataset split."""
-    from edgeproto.data import build_dataset
+                          threads: int = 0, data=None, data_root=None, progress: bool = True,
+                          thresholds: dict | None = None) -> dict:
+    """The report (JSON-able) of ``target`` vs the PyTorch reference on a dataset split (the bundle's,
+    or ``data``: see :func:`segmentation_dataset`)."""
     from edgeproto.runtimes import load_runner
-    from edgeproto.runtimes.compile import with_data_root
 
     if bundle.manifest.get("task") != "segmentation":
         raise EdgeprotoError(f"bundle {bundle.root} is not a segmentation model")
-    dataset = build_dataset(with_data_root(bundle.manifest["data"], data_root), split)
+    dataset, config = segmentation_dataset(bundle, split, data, data_root)
     n = len(dataset) if limit is None else min(int(limit), len(dataset))
     if n < 1:
         raise EdgeprotoError(f"the {split} split is empty")
@@ -110,7 +139,7 @@ def validate_segmentation(bundle: Bundle, target: str, precision: str = "fp32", 
         "bundle": str(bundle.root),
         "target": {"target": target, "precision": precision, "guard": guard, "runtime": info},
         "reference_runtime": ref_info,
-        "data": {"split": split, "images": n, "classes": list(bundle.classes)},
+        "data": {"config": config, "split": split, "images": n, "classes": list(bundle.classes)},
         "reference": iou_scores(conf_ref),
         "deployed": iou_scores(conf_act),
         **values,
@@ -119,3 +148,51 @@ def validate_segmentation(bundle: Bundle, target: str, precision: str = "fp32", 
         "failed": failed,
         "passed": not failed,
     }
+
+
+def sweep_segmentation(bundle: Bundle, targets: list[str], *, calib: int = 64, **kwargs) -> dict:
+    """:func:`validate_segmentation` for every (precision, guard) row of each target's ``sweep`` in
+    the runtime registry, compiling the artifacts the bundle lacks (``calib`` int8 calibration images);
+    ``kwargs`` go to :func:`validate_segmentation`. ``passed`` gates on the guarded rows; a row
+    whose compile or run fails records its ``error``."""
+    from edgeproto.bundle import open_bundle
+    from edgeproto.compare.validate import _check_writable_for_sweep
+    from edgeproto.runtimes import RUNTIMES, artifact_key, get_runtime
+    from edgeproto.runtimes.compile import compile_bundle
+
+    if not targets:
+        raise EdgeprotoError("sweep needs at least one target")
+    for t in targets:
+        spec = get_runtime(t)
+        if not spec.sweep:
+            known = [n for n, r in RUNTIMES.items() if r.sweep]
+            raise EdgeprotoError(f"no sweep configurations for target {t!r}; known: {', '.join(known)}")
+        spec.require()
+    _check_writable_for_sweep(bundle, targets)
+    rows, reports = [], []
+    for target in targets:
+        spec = RUNTIMES[target]
+        for precision, guard in spec.sweep:
+            key = artifact_key(spec.artifact_target, precision, guard)
+            try:
+                if (precision != "fp32" or spec.requires_compile) and key not in bundle.manifest.get("compiled", {}):
+                    compile_bundle(bundle.root, target=spec.artifact_target, precision=precision, guard=guard,
+                                   calib=calib, device=kwargs.get("device"), progress=kwargs.get("progress", True),
+                                   data_root=kwargs.get("data_root"))
+                    bundle = open_bundle(bundle.root)
+                rep = validate_segmentation(bundle, target, precision, guard, **kwargs)
+            except EdgeprotoError as exc:
+                rows.append({"target": target, "precision": precision, "guard": guard, "artifact": key,
+                             "passed": False, "failed": ["error"], "error": str(exc)})
+                continue
+            reports.append(rep)
+            rows.append({"target": target, "precision": precision, "guard": guard, "artifact": key,
+                         "miou": rep["deployed"]["miou"], "pixel_accuracy": rep["deployed"]["pixel_accuracy"],
+                         **{k: rep[k] for k in ("pixel_agreement", "region_top1_agreement", "map_iou", "passed",
+                                                "failed")}})
+    gating = [r for r in rows if r["guard"] == "prototypes"]
+    return {"kind": "sweep", "task": "segmentation", "bundle": str(bundle.root),
+            "data": reports[0]["data"] if reports else None,
+            "reference": reports[0]["reference"] if reports else None,
+            "rows": rows, "reports": reports, "passed": all(r["passed"] for r in gating),
+            "failed": [f"{r['target']}-{r['precision']}" for r in gating if not r["passed"]]}

@@ -22,6 +22,7 @@ from PIL import Image
 
 from edgeproto.data.modifications import MODIFICATIONS, PARAMETERS, modified_batch
 from edgeproto.data.preprocess import normalize
+from edgeproto.data.superpixels import with_superpixels
 from edgeproto.errors import EdgeprotoError
 from edgeproto.maps import high_activation_box, peak_index, similarity_at, upsample_map, weighted_importance
 
@@ -57,6 +58,13 @@ def analyse(stage: Path, config: dict, run, *, images: int | None, status=None,
     if len(dataset) == 0:
         raise EdgeprotoError("the recipe's train split is empty: nothing to analyse")
     mean, std = config["mean"], config["std"]
+    regions = int(getattr(dataset, "superpixels", 0) or 0)
+
+    def model_input(raw: np.ndarray) -> np.ndarray:
+        """The normalised image (region_seg: with the SLIC label map of that very image as channel 4)."""
+        x = normalize(raw, mean, std)
+        return with_superpixels(x, raw, regions) if regions else x
+
     chosen = pick_images(len(dataset), images)
     size = int(config["image_size"])
     n_mod = len(MODIFICATIONS)
@@ -66,8 +74,7 @@ def analyse(stage: Path, config: dict, run, *, images: int | None, status=None,
         idx = chosen[start:start + CHUNK]
         raws = np.stack([dataset.raw_image(int(i)) for i in idx])
         mods = np.concatenate([modified_batch(r) for r in raws])  # (n·6, S, S, 3)
-        x = np.stack([normalize(r, mean, std) for r in np.concatenate([raws, mods])])
-        out = run(x)
+        out = run(np.stack([model_input(r) for r in np.concatenate([raws, mods])]))
         maps = np.asarray(out["maps"])
         orig, modded = maps[: len(idx)], maps[len(idx):].reshape(len(idx), n_mod, *maps.shape[1:])
         peak = peak_index(orig)  # (n, M)
@@ -90,7 +97,7 @@ def analyse(stage: Path, config: dict, run, *, images: int | None, status=None,
     maps_of = {}
     for start in range(0, len(needed), CHUNK):
         rows = needed[start:start + CHUNK]
-        out = run(np.stack([normalize(raw_of[r], mean, std) for r in rows]))
+        out = run(np.stack([model_input(raw_of[r]) for r in rows]))
         maps_of.update({r: np.asarray(out["maps"])[i] for i, r in enumerate(rows)})
     (stage / "gallery").mkdir()
     gallery = []

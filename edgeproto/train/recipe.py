@@ -86,6 +86,9 @@ DEFAULTS: dict[str, Any] = {
         # segmentation archs: weight the cross-entropy per class by 1/sqrt(pixel frequency) on the
         # training masks (normalised to mean 1), so a small part class is not drowned by background
         "balance_classes": False,
+        # segmentation archs: learning-rate decay of the joint stage, constant or poly (ProtoSeg:
+        # lr · (1 − step/steps)^0.9 after every optimizer step)
+        "lr_decay": "constant",
         # edgeproto distill (arch proc_kd): weights of the distillation terms and their softmax
         # temperature: scores = KL of the teacher's vs the student's prototype-score distribution,
         # maps = per-location KL of the prototype assignment (teacher maps resized to the student's
@@ -215,6 +218,7 @@ class TrainSchema(_Section):
     prune_unused: StrictBool
     augment_shift: Annotated[StrictInt, Field(ge=0, le=1024)]
     balance_classes: StrictBool
+    lr_decay: Literal["constant", "poly"]
     distill: DistillSchema
     ct_from_epoch: Count
     proto_momentum: Annotated[float, BeforeValidator(_number), Field(ge=0, le=1)]

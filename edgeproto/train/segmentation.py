@@ -90,6 +90,11 @@ def kld_diversity(maps: Tensor, labels: Tensor, identity: Tensor) -> Tensor:
     return torch.cat(terms).mean()
 
 
+def poly_factor(step: int, steps: int, power: float = 0.9) -> float:
+    """ProtoSeg's poly decay (DeepLab's ``PolynomialLR``, power 0.9): (1 − step/steps)^power."""
+    return max(0.0, 1.0 - step / steps) ** power
+
+
 def wrong_class_l1(model) -> Tensor:
     """L1 of the last layer's weights from prototypes (or groups) to other classes."""
     identity = model.group_class_identity if isinstance(model, ScaleGroupedSegNet) else model.prototype_class_identity
@@ -190,11 +195,17 @@ class SegmentationTrainer(Trainer):
                                  "weight_decay": wd if g["name"] in ("backbone", "add_on") else 0.0} for g in groups])
         if opt_state:
             opt.load_state_dict(opt_state)
+        steps = len(self._epoch_batches(si, 0, shard=False))
+        decay = stage == "joint" and self.cfg["lr_decay"] == "poly"
         for epoch in range(start_epoch, self.epochs[stage]):
             self.model.train()
             if self.cfg["freeze_backbone"] or stage == "last_layer":
                 self.model.backbone.eval()
-            for idx in self._epoch_batches(si, epoch, shard=False):
+            for step, idx in enumerate(self._epoch_batches(si, epoch, shard=False)):
+                if decay:
+                    factor = poly_factor(epoch * steps + step, self.epochs[stage] * steps)
+                    for g, spec in zip(opt.param_groups, groups):
+                        g["lr"] = lr[spec["name"]] * factor
                 loss, parts = segmentation_loss(self.model(self.images[idx]), self.masks[idx], self.model,
                                                 self.cfg["coefs"], self.class_weight)
                 opt.zero_grad(set_to_none=True)
