@@ -192,30 +192,27 @@ class DistillTrainer(Trainer):
         return records
 
     # -- stages -----------------------------------------------------------------------------
-    def _groups(self, stage: str) -> list[dict]:
+    def _parameter_groups(self) -> dict[str, list]:
         m: ProcKdStudent = self.model
-        active = {"warm": ("add_on", "augment"), "joint": ("backbone", "add_on", "augment")}[stage]
-        if stage == "joint" and self.cfg["joint_last_layer"]:
-            active = active + ("last_layer",)
-        if self.cfg["freeze_backbone"]:
-            active = tuple(n for n in active if n != "backbone")
-        groups = {"backbone": list(m.backbone.parameters()), "add_on": list(m.add_on.parameters()),
-                  "augment": [m.augment_gate], "last_layer": list(m.last_layer.parameters())}
-        for name, params in groups.items():
-            for p in params:
-                p.requires_grad_(name in active)
-        lr, wd = self.cfg["lr"], self.cfg["weight_decay"]
-        rate = {"backbone": lr["backbone"], "add_on": lr["add_on"], "augment": lr["add_on"],
-                "last_layer": lr["last_layer"]}
-        return [{"params": groups[n], "lr": rate[n], "weight_decay": wd if n in ("backbone", "add_on") else 0.0}
-                for n in active if groups[n]]
+        return {"backbone": list(m.backbone.parameters()), "add_on": list(m.add_on.parameters()),
+                "augment": [m.augment_gate], "last_layer": list(m.last_layer.parameters())}
+
+    def _active_groups(self, stage: str) -> tuple[str, ...]:
+        # the teacher's prototypes stay frozen; the augmentation gate trains with the add-on
+        if stage == "last_layer":
+            return ("last_layer",)
+        active = ("add_on", "augment") if stage == "warm" else ("backbone", "add_on", "augment")
+        return active + ("last_layer",) if stage == "joint" and self.cfg["joint_last_layer"] else active
+
+    def _group_options(self, name: str) -> dict:
+        if name == "augment":  # the gate: the add-on's learning rate, no weight decay
+            return {"lr": self.cfg["lr"]["add_on"], "weight_decay": 0.0}
+        return super()._group_options(name)
 
     def _run_gradient_stage(self, si: int, stage: str, start_epoch: int, opt_state: dict, bar) -> None:
         if stage == "last_layer":  # ProtoPNet's last-layer fine-tuning on the frozen scores
             return super()._run_gradient_stage(si, stage, start_epoch, opt_state, bar)
-        opt = torch.optim.Adam(self._groups(stage))
-        if opt_state:
-            opt.load_state_dict(opt_state)
+        opt = self._optimizer(stage, opt_state)
         kd, coefs = self.cfg["distill"], self.cfg["coefs"]
         net = DistributedDataParallel(self.model) if self.dist.enabled else self.model
         for epoch in range(start_epoch, self.epochs[stage]):

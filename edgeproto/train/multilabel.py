@@ -95,26 +95,13 @@ class MultilabelTrainer(Trainer):
         self.targets = dataset_targets(self.train_set)
         self.test_targets = dataset_targets(self.test_set)
 
-    def _trainable(self, stage: str) -> list[dict]:
-        m = self.model
-        groups = {"backbone": list(m.backbone.parameters()), "add_on": list(m.add_on.parameters()),
-                  "prototypes": list(m.prototype_layer.parameters()), "last_layer": list(m.last_layer.parameters())}
-        active = {"warm": ("add_on", "prototypes", "last_layer"),
-                  "joint": ("backbone", "add_on", "prototypes", "last_layer"), "last_layer": ("last_layer",)}[stage]
-        if self.cfg["freeze_backbone"]:
-            active = tuple(n for n in active if n != "backbone")
-        for name, params in groups.items():
-            for p in params:
-                p.requires_grad_(name in active)
-        return [{"params": groups[n], "name": n} for n in active if groups[n]]
+    def _active_groups(self, stage: str) -> tuple[str, ...]:
+        # the label classifier trains in every stage
+        return {"warm": ("add_on", "prototypes", "last_layer"),
+                "joint": ("backbone", "add_on", "prototypes", "last_layer"), "last_layer": ("last_layer",)}[stage]
 
     def _run_gradient_stage(self, si: int, stage: str, start_epoch: int, opt_state: dict, bar) -> None:
-        groups = self._trainable(stage)
-        lr, wd = self.cfg["lr"], self.cfg["weight_decay"]
-        opt = torch.optim.Adam([{"params": g["params"], "lr": lr[g["name"]],
-                                 "weight_decay": wd if g["name"] in ("backbone", "add_on") else 0.0} for g in groups])
-        if opt_state:
-            opt.load_state_dict(opt_state)
+        opt = self._optimizer(stage, opt_state)
         frozen = predict(self.model, self.images)["scores"] if stage == "last_layer" else None
         start_ct = self.cfg["ct_from_epoch"]
         for epoch in range(start_epoch, self.epochs[stage]):

@@ -172,29 +172,22 @@ class SegmentationTrainer(Trainer):
         self.test_masks = materialize_masks(self.test_set)
         self.class_weight = class_weights(self.masks, self.model.num_classes) if self.cfg["balance_classes"] else None
 
-    def _trainable(self, stage: str) -> list[dict]:
-        m = self.model
-        head = list(m.last_layer.parameters()) + ([m.group_projection] if hasattr(m, "group_projection") else [])
-        groups = {"backbone": list(m.backbone.parameters()), "add_on": list(m.add_on.parameters()),
-                  "prototypes": list(m.prototype_layer.parameters()), "last_layer": head}
+    def _parameter_groups(self) -> dict[str, list]:
+        groups = super()._parameter_groups()
+        if hasattr(self.model, "group_projection"):  # scale_seg: the grouping layer trains with the head
+            groups["last_layer"].append(self.model.group_projection)
+        return groups
+
+    def _active_groups(self, stage: str) -> tuple[str, ...]:
         active = {"warm": ("add_on", "prototypes"), "joint": ("backbone", "add_on", "prototypes"),
                   "last_layer": ("last_layer",)}[stage]
         if stage != "last_layer" and self.cfg["joint_last_layer"]:
             active = active + ("last_layer",)
-        if self.cfg["freeze_backbone"]:
-            active = tuple(n for n in active if n != "backbone")
-        for name, params in groups.items():
-            for p in params:
-                p.requires_grad_(name in active)
-        return [{"params": groups[n], "name": n} for n in active if groups[n]]
+        return active
 
     def _run_gradient_stage(self, si: int, stage: str, start_epoch: int, opt_state: dict, bar) -> None:
-        groups = self._trainable(stage)
-        lr, wd = self.cfg["lr"], self.cfg["weight_decay"]
-        opt = torch.optim.Adam([{"params": g["params"], "lr": lr[g["name"]],
-                                 "weight_decay": wd if g["name"] in ("backbone", "add_on") else 0.0} for g in groups])
-        if opt_state:
-            opt.load_state_dict(opt_state)
+        opt = self._optimizer(stage, opt_state)
+        names = self._trained_groups(stage, self._parameter_groups())  # opt.param_groups' order
         steps = len(self._epoch_batches(si, 0, shard=False))
         decay = stage == "joint" and self.cfg["lr_decay"] == "poly"
         for epoch in range(start_epoch, self.epochs[stage]):
@@ -204,8 +197,8 @@ class SegmentationTrainer(Trainer):
             for step, idx in enumerate(self._epoch_batches(si, epoch, shard=False)):
                 if decay:
                     factor = poly_factor(epoch * steps + step, self.epochs[stage] * steps)
-                    for g, spec in zip(opt.param_groups, groups):
-                        g["lr"] = lr[spec["name"]] * factor
+                    for g, name in zip(opt.param_groups, names):
+                        g["lr"] = self._group_options(name)["lr"] * factor
                 loss, parts = segmentation_loss(self.model(self.images[idx]), self.masks[idx], self.model,
                                                 self.cfg["coefs"], self.class_weight)
                 opt.zero_grad(set_to_none=True)

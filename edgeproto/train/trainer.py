@@ -63,32 +63,6 @@ def model_config(recipe: dict, dataset) -> dict:
     }
 
 
-def _set_trainable(model: PrototypeNet, stage: str, joint_last_layer: bool = False,
-                   freeze_backbone: bool = False) -> list[dict]:
-    """Freeze/unfreeze per stage; returns the optimizer's parameter groups."""
-    groups = {
-        "backbone": list(model.backbone.parameters()),
-        "add_on": list(model.add_on.parameters()),
-        "prototypes": list(model.prototype_layer.parameters()),
-        "last_layer": list(model.last_layer.parameters()),
-    }
-    active = {"warm": ("add_on", "prototypes"), "joint": ("backbone", "add_on", "prototypes"),
-              "last_layer": ("last_layer",)}[stage]
-    if hasattr(model, "decoder"):  # arch cbr_ae: Li et al. train everything together
-        groups["decoder"] = list(model.decoder.parameters())
-        if stage != "last_layer":
-            active = ("backbone", "prototypes", "last_layer", "decoder")
-    if stage == "joint" and (joint_last_layer or model.head == "tversky"):
-        # a nonlinear head at its random init would steer the features anywhere: train it along
-        active = active + ("last_layer",)
-    if freeze_backbone:
-        active = tuple(n for n in active if n != "backbone")
-    for name, params in groups.items():
-        for p in params:
-            p.requires_grad_(name in active)
-    return [{"params": groups[n], "name": n} for n in active if groups[n]]
-
-
 @torch.no_grad()
 def predict(model: nn.Module, images: Tensor, batch_size: int = 256) -> dict[str, Tensor]:
     """Model outputs over many images, in eval mode and batches."""
@@ -183,15 +157,51 @@ class Trainer:
         bs = max(1, self.cfg["batch_size"] // world)
         return [perm[i : i + bs] for i in range(0, len(perm), bs)]
 
-    def _run_gradient_stage(self, si: int, stage: str, start_epoch: int, opt_state: dict, bar) -> None:
-        groups = _set_trainable(self.model, stage, self.cfg["joint_last_layer"], self.cfg["freeze_backbone"])
-        lr, wd = self.cfg["lr"], self.cfg["weight_decay"]
-        opt = torch.optim.Adam(
-            [{"params": g["params"], "lr": lr[g["name"]],
-              "weight_decay": wd if g["name"] in ("backbone", "add_on") else 0.0} for g in groups]
-        )
+    def _parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """The model's parameters by optimizer group (a subclass adds or regroups its own)."""
+        m = self.model
+        groups = {"backbone": list(m.backbone.parameters()), "add_on": list(m.add_on.parameters()),
+                  "prototypes": list(m.prototype_layer.parameters()), "last_layer": list(m.last_layer.parameters())}
+        if self.is_cbr:
+            groups["decoder"] = list(m.decoder.parameters())
+        return groups
+
+    def _active_groups(self, stage: str) -> tuple[str, ...]:
+        """The groups ``stage`` (``warm``, ``joint`` or ``last_layer``) trains."""
+        if stage == "last_layer":
+            return ("last_layer",)
+        if self.is_cbr:  # arch cbr_ae: Li et al. train everything together
+            return ("backbone", "prototypes", "last_layer", "decoder")
+        active = ("add_on", "prototypes") if stage == "warm" else ("backbone", "add_on", "prototypes")
+        if stage == "joint" and (self.cfg["joint_last_layer"] or getattr(self.model, "head", None) == "tversky"):
+            # a nonlinear head at its random init would steer the features anywhere: train it along
+            active = active + ("last_layer",)
+        return active
+
+    def _group_options(self, name: str) -> dict:
+        """Adam options of group ``name``: ``train.lr.<name>``, weight decay on backbone and add-on."""
+        return {"lr": self.cfg["lr"][name],
+                "weight_decay": self.cfg["weight_decay"] if name in ("backbone", "add_on") else 0.0}
+
+    def _trained_groups(self, stage: str, groups: dict[str, list]) -> list[str]:
+        """The non-empty active groups of ``stage``, in the optimizer's order (no backbone when frozen)."""
+        return [n for n in self._active_groups(stage) if groups[n] and not (self.cfg["freeze_backbone"] and n == "backbone")]
+
+    def _optimizer(self, stage: str, opt_state: dict) -> torch.optim.Adam:
+        """Freeze all but ``stage``'s groups (and the backbone with ``freeze_backbone``); Adam over
+        them, resumed from ``opt_state`` when given."""
+        groups = self._parameter_groups()
+        active = self._trained_groups(stage, groups)
+        for name, params in groups.items():
+            for p in params:
+                p.requires_grad_(name in active)
+        opt = torch.optim.Adam([{"params": groups[n], **self._group_options(n)} for n in active])
         if opt_state:
             opt.load_state_dict(opt_state)
+        return opt
+
+    def _run_gradient_stage(self, si: int, stage: str, start_epoch: int, opt_state: dict, bar) -> None:
+        opt = self._optimizer(stage, opt_state)
         if stage == "last_layer":
             return self._run_last_layer(si, start_epoch, opt, bar)
         net = DistributedDataParallel(self.model) if self.dist.enabled else self.model
