@@ -60,6 +60,17 @@ def upsample_maps(maps: np.ndarray, size: int) -> np.ndarray:
     return _cubic_weights(m.shape[1], int(size)) @ m @ _cubic_weights(m.shape[2], int(size)).T
 
 
+def map_peak(map2d: np.ndarray, size: int) -> tuple[int, int] | None:
+    """(y, x) of the maximum of the map upsampled (bicubic) to ``size`` px (the first one in row-major
+    order); None for a non-finite map."""
+    m = np.asarray(map2d, dtype=np.float64)
+    if not np.isfinite(m).all():
+        return None
+    up = upsample_map(m, size)
+    y, x = np.unravel_index(int(up.argmax()), up.shape)
+    return int(y), int(x)
+
+
 def high_activation_boxes(ups: np.ndarray, percentile: float = 95.0) -> list[list[int]]:
     """:func:`high_activation_box` of each upsampled map of a stack (K, H, W), with one partition."""
     ups = np.asarray(ups, dtype=np.float64)

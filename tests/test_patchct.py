@@ -223,7 +223,7 @@ def test_patchct_validate_on_onnxruntime_and_openvino(patchct_bundle, tmp_path, 
 
 
 def test_patchct_explain_on_the_device(patchct_bundle, tmp_path, capsys):
-    from edgeproto.data.label_sets import map_peak
+    from edgeproto.maps import map_peak
 
     _, bundle = patchct_bundle
     manifest = json.loads((bundle / "manifest.json").read_text())

@@ -42,7 +42,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from edgeproto.maps import upsample_map
+from edgeproto.maps import map_peak
 
 BOX_HALF_AT_224 = 36
 CONSISTENCY_THRESHOLD = 0.8
@@ -54,17 +54,6 @@ ZHANG_POINTING_TOLERANCE_PX = 15
 def box_half(size: int) -> int:
     """Half side in pixels of the part box for ``size``-pixel inputs (36 at 224)."""
     return max(1, int(round(BOX_HALF_AT_224 * int(size) / 224)))
-
-
-def peak(map2d: np.ndarray, size: int) -> tuple[int, int] | None:
-    """(y, x) of the maximum of the map upsampled to ``size`` (the first one in row-major order,
-    as ``np.where(up == up.max())[0]``); None for a non-finite map."""
-    m = np.asarray(map2d, dtype=np.float64)
-    if not np.isfinite(m).all():
-        return None
-    up = upsample_map(m, size)
-    y, x = np.unravel_index(int(up.argmax()), up.shape)
-    return int(y), int(x)
 
 
 def peak_box(y: int, x: int, size: int, half: int) -> tuple[int, int, int, int]:
@@ -142,7 +131,7 @@ class LocalizationAccumulator:
 
     def _hits(self, map2d: np.ndarray, points: np.ndarray) -> np.ndarray | None:
         """Which parts the map's box holds; None for a non-finite map (it points nowhere)."""
-        p = peak(map2d, self.size)
+        p = map_peak(map2d, self.size)
         return None if p is None else parts_in_box(points, peak_box(p[0], p[1], self.size, self.half))
 
     def add(self, maps: np.ndarray, part_masks, labels: Sequence[int], top1: Sequence[int],
@@ -158,7 +147,7 @@ class LocalizationAccumulator:
             masks = np.asarray(masks, dtype=bool)
             self.images += 1
             if masks.any():
-                p = peak(maps[i, int(top1[i])], self.size)
+                p = map_peak(maps[i, int(top1[i])], self.size)
                 self.pointing.append(bool(p is not None and points_at(masks, p[0], p[1], self.pointing_tolerance)))
                 self.pointing_ids.append(int(ids[i]) if ids is not None else len(self.pointing_ids))
             points = part_points(masks)

@@ -21,13 +21,12 @@ from edgeproto.data.label_sets import (
     PointingGame,
     label_f1,
     label_maps,
-    map_peak,
     mean_average_precision,
     part_index,
     predicted,
 )
 from edgeproto.errors import EdgeprotoError
-from edgeproto.maps import upsample_map
+from edgeproto.maps import map_peak, upsample_map
 from edgeproto.outputs import FP32_TOLERANCE, run_outputs, within_tolerance
 from edgeproto.progress import progress_bar
 

@@ -156,19 +156,11 @@ def sweep_segmentation(bundle: Bundle, targets: list[str], *, calib: int = 64, *
     ``kwargs`` go to :func:`validate_segmentation`. ``passed`` gates on the guarded rows; a row
     whose compile or run fails records its ``error``."""
     from edgeproto.bundle import open_bundle
-    from edgeproto.compare.validate import _check_writable_for_sweep
-    from edgeproto.runtimes import RUNTIMES, artifact_key, get_runtime
+    from edgeproto.compare.validate import check_sweep
+    from edgeproto.runtimes import RUNTIMES, artifact_key
     from edgeproto.runtimes.compile import compile_bundle
 
-    if not targets:
-        raise EdgeprotoError("sweep needs at least one target")
-    for t in targets:
-        spec = get_runtime(t)
-        if not spec.sweep:
-            known = [n for n, r in RUNTIMES.items() if r.sweep]
-            raise EdgeprotoError(f"no sweep configurations for target {t!r}; known: {', '.join(known)}")
-        spec.require()
-    _check_writable_for_sweep(bundle, targets)
+    check_sweep(bundle, targets)
     rows, reports = [], []
     for target in targets:
         spec = RUNTIMES[target]

@@ -443,13 +443,22 @@ def _row(report: dict, latency: dict | None) -> dict:
     return row
 
 
-def _check_writable_for_sweep(bundle, targets) -> None:
-    """A sweep compiles the artifacts a bundle lacks into it: say so up front when it is read-only."""
+def check_sweep(bundle, targets: Sequence[str]) -> None:
+    """Before a sweep does any work: at least one target, each with sweep rows in the registry and
+    installed, and a writable bundle when the sweep has to compile artifacts into it."""
     import os
 
+    if not targets:
+        raise EdgeprotoError("sweep needs at least one target")
+    for t in targets:
+        spec = get_runtime(t)
+        if not spec.sweep:
+            known = [n for n, r in RUNTIMES.items() if r.sweep]
+            raise EdgeprotoError(f"no sweep configurations for target {t!r}; known: {', '.join(known)}")
+        spec.require()  # runtime not installed: say so before any work
     opened = as_bundle(bundle)
     compiled = opened.manifest.get("compiled", {})
-    missing = [artifact_key(t, p, g) for t in targets if t in RUNTIMES for p, g in RUNTIMES[t].sweep
+    missing = [artifact_key(t, p, g) for t in targets for p, g in RUNTIMES[t].sweep
                if p != "fp32" and artifact_key(t, p, g) not in compiled]
     if missing and not (os.access(opened.root, os.W_OK) and os.access(opened.root / "manifest.json", os.W_OK)):
         raise EdgeprotoError(f"bundle {opened.root} is read-only and lacks {', '.join(missing)}: the sweep "
@@ -476,15 +485,7 @@ def sweep(bundle, targets: Sequence[str] | None = None, options: ValidateOptions
 
     options = options or ValidateOptions()
     targets = list(targets) if targets is not None else sweep_targets()
-    _check_writable_for_sweep(bundle, targets)
-    if not targets:
-        raise EdgeprotoError("sweep needs at least one target")
-    for t in targets:
-        spec = get_runtime(t)
-        if not spec.sweep:
-            known = [n for n, r in RUNTIMES.items() if r.sweep]
-            raise EdgeprotoError(f"no sweep configurations for target {t!r}; known: {', '.join(known)}")
-        spec.require()  # runtime not installed: say so before any work
+    check_sweep(bundle, targets)
     for precision in {p for t in targets for p, _ in RUNTIMES[t].sweep}:
         resolve_thresholds(precision, options.thresholds)
     ctx = _prepare(bundle, options)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeproto.maps import upsample_map
+from edgeproto.maps import map_peak
 
 THRESHOLD = 0.5  # a label is predicted when its probability is at least this
 
@@ -74,16 +74,6 @@ def label_maps(scores: np.ndarray, maps: np.ndarray, prototype_classes: np.ndarr
             if best[b, c] >= 0:
                 out[b, c] = maps[b, best[b, c]]
     return out
-
-
-def map_peak(map2d: np.ndarray, size: int) -> tuple[int, int] | None:
-    """(y, x) of the maximum of the map upsampled (bicubic) to ``size`` px; None for a non-finite map."""
-    m = np.asarray(map2d, dtype=np.float64)
-    if not np.isfinite(m).all():
-        return None
-    up = upsample_map(m, size)
-    y, x = np.unravel_index(int(up.argmax()), up.shape)
-    return int(y), int(x)
 
 
 class PointingGame:

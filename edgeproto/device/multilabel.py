@@ -18,11 +18,11 @@ from PIL import Image
 
 from edgeproto import atomic_files
 from edgeproto.bundle import Bundle
-from edgeproto.data.label_sets import THRESHOLD, label_prototypes, map_peak, sigmoid
+from edgeproto.data.label_sets import THRESHOLD, label_prototypes, sigmoid
 from edgeproto.data.preprocess import load_image, to_input, to_raw
 from edgeproto.device.explain import as_bundle
 from edgeproto.errors import EdgeprotoError
-from edgeproto.maps import high_activation_box, upsample_map
+from edgeproto.maps import high_activation_box, map_peak, upsample_map
 from edgeproto.outputs import run_outputs
 
 
