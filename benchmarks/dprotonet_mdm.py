@@ -21,7 +21,8 @@ import time
 import numpy as np
 
 from edgeproto.bundle import open_bundle
-from edgeproto.compare.heatmap_quality import deletion_insertion, pointing_hit, softmax
+from edgeproto.compare.heatmap_quality import deletion_insertion, pointing_hit
+from edgeproto.probabilities import softmax
 from edgeproto.data import build_dataset
 from edgeproto.device.explainer import Explainer
 from edgeproto.device.mdm import mdm_maps

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from edgeproto.compare.heatmap_quality import auc, deletion_insertion, perturbation_curve, pointing_hit, softmax
+from edgeproto.compare.heatmap_quality import auc, deletion_insertion, perturbation_curve, pointing_hit
+from edgeproto.probabilities import softmax
 from edgeproto.device.mdm import consistency, dynamic_masks, mdm_maps
 from edgeproto.errors import EdgeprotoError
 

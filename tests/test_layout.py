@@ -11,7 +11,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1] / "edgeproto"
-GROUND = {"__init__", "errors", "atomic_files", "bundle", "outputs", "ranking", "maps", "progress", "environment",
+GROUND = {"__init__", "errors", "atomic_files", "bundle", "outputs", "ranking", "maps", "probabilities", "progress", "environment",
           "runner_contract", "yaml_files"}
 # upstream first; a stage may import from any stage before it
 FLOORS = ["ground", "layers", "data", "models", "train", "runtimes", "export", "device", "measure", "compare",

@@ -10,6 +10,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -22,6 +23,9 @@ from edgeproto.commands.options import (
     target_option,
 )
 from edgeproto.errors import EdgeprotoError
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 
 def _targets(target: str | None, targets) -> list[str]:
@@ -92,29 +96,37 @@ def _print_localize(out, loc: dict | None) -> None:
               f"{fmt(loc.get('top1_prototype_agreement'))}")
 
 
-def _print_sweep(result: dict, paths: dict | None) -> None:
+def _sweep_table(title: str, metrics: dict[str, str], rows: list[dict], failed_detail) -> Table:
+    """One row per (target, precision, guard) of a sweep: the ``metrics`` (column → row key),
+    then the verdict (``failed_detail(row)`` after FAIL); a row whose compile or run failed shows its error."""
     from rich.table import Table
 
     from edgeproto.compare.report_html import fmt
 
-    d = result["data"]
-    table = Table(title=f"validate sweep on {d['images']} {d['split']} images (PyTorch accuracy "
-                        f"{result['reference']['accuracy']:.4f}, batch-1 {result['reference']['latency_ms']:.2f} ms)")
-    cols = ("target", "precision", "guard", "acc", "pred agr", "top-1 agr", "top-5 ovl", "τ", "map IoU",
-            "point", "consist", "stab", "ms", "× fp32", "verdict")
-    for col in cols:
+    table = Table(title=title)
+    for col in ("target", "precision", "guard", *metrics, "verdict"):
         left = col in ("target", "precision", "guard", "verdict")
         table.add_column(col, justify="left" if left else "right", no_wrap=left)
-    for r in result["rows"]:
+    for r in rows:
         if "error" in r:
-            table.add_row(r["target"], r["precision"], r["guard"], *[""] * 11, f"[bold red]ERROR[/] {r['error']}")
+            table.add_row(r["target"], r["precision"], r["guard"], *[""] * len(metrics),
+                          f"[bold red]ERROR[/] {r['error']}")
             continue
-        verdict = "[green]PASS[/]" if r["passed"] else f"[red]FAIL[/] ({len(r['failed'])})"
-        table.add_row(r["target"], r["precision"], r["guard"], fmt(r["accuracy"]), fmt(r["prediction_agreement"]),
-                      fmt(r["top1_prototype_agreement"]), fmt(r["topk_overlap"]), fmt(r["kendall_tau"]),
-                      fmt(r["map_iou"]), fmt(r["pointing_game"]), fmt(r["consistency"]), fmt(r["stability"]),
-                      f"{r['latency_ms']:.3f}", fmt(r.get("latency_vs_fp32")),
+        verdict = "[green]PASS[/]" if r["passed"] else f"[red]FAIL[/] ({failed_detail(r)})"
+        cells = [f"{r[k]:.3f}" if k == "latency_ms" else fmt(r.get(k)) for k in metrics.values()]
+        table.add_row(r["target"], r["precision"], r["guard"], *cells,
                       verdict + ("" if r["guard"] == "prototypes" else " [dim]not gated[/]"))
+    return table
+
+
+def _print_sweep(result: dict, paths: dict | None) -> None:
+    d = result["data"]
+    metrics = {"acc": "accuracy", "pred agr": "prediction_agreement", "top-1 agr": "top1_prototype_agreement",
+               "top-5 ovl": "topk_overlap", "τ": "kendall_tau", "map IoU": "map_iou", "point": "pointing_game",
+               "consist": "consistency", "stab": "stability", "ms": "latency_ms", "× fp32": "latency_vs_fp32"}
+    table = _sweep_table(f"validate sweep on {d['images']} {d['split']} images (PyTorch accuracy "
+                         f"{result['reference']['accuracy']:.4f}, batch-1 {result['reference']['latency_ms']:.2f} ms)",
+                         metrics, result["rows"], lambda r: len(r["failed"]))
     out = console()
     out.print(table)
     for r in result["rows"]:
@@ -182,25 +194,12 @@ def _print_segmentation(result: dict) -> None:
 
 
 def _print_segmentation_sweep(result: dict) -> None:
-    from rich.table import Table
-
-    from edgeproto.compare.report_html import fmt
-
     d, ref = result["data"], result["reference"]
     title = "validate sweep (segmentation)" + (
         f" on {d['images']} {d['split']} images (PyTorch mIoU {ref['miou']:.4f})" if d else "")
-    table = Table(title=title)
-    for col in ("target", "precision", "guard", "mIoU", "pixel acc", "pixel agr", "region top-1", "map IoU", "verdict"):
-        left = col in ("target", "precision", "guard", "verdict")
-        table.add_column(col, justify="left" if left else "right", no_wrap=left)
-    for r in result["rows"]:
-        if "error" in r:
-            table.add_row(r["target"], r["precision"], r["guard"], *[""] * 5, f"[bold red]ERROR[/] {r['error']}")
-            continue
-        verdict = "[green]PASS[/]" if r["passed"] else f"[red]FAIL[/] ({', '.join(r['failed'])})"
-        table.add_row(r["target"], r["precision"], r["guard"], fmt(r["miou"]), fmt(r["pixel_accuracy"]),
-                      fmt(r["pixel_agreement"]), fmt(r["region_top1_agreement"]), fmt(r["map_iou"]),
-                      verdict + ("" if r["guard"] == "prototypes" else " [dim]not gated[/]"))
+    metrics = {"mIoU": "miou", "pixel acc": "pixel_accuracy", "pixel agr": "pixel_agreement",
+               "region top-1": "region_top1_agreement", "map IoU": "map_iou"}
+    table = _sweep_table(title, metrics, result["rows"], lambda r: ", ".join(r["failed"]))
     cons = console()
     cons.print(table)
     cons.print("[bold green]PASSED[/]" if result["passed"] else f"[bold red]FAILED[/]: {', '.join(result['failed'])}")

@@ -95,10 +95,3 @@ def pointing_hit(heatmap: np.ndarray, part_masks: np.ndarray, tolerance: float =
         return None
     y, x = np.unravel_index(int(pixel_order(h)[0]), h.shape)
     return points_at(masks, int(y), int(x), tolerance)
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax of (N,C) logits (float64)."""
-    z = np.asarray(logits, dtype=np.float64)
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)

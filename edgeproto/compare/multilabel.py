@@ -26,18 +26,13 @@ from edgeproto.data.label_sets import (
     predicted,
 )
 from edgeproto.errors import EdgeprotoError
-from edgeproto.maps import map_peak, upsample_map
+from edgeproto.compare.fidelity import high_mask, mask_iou
+from edgeproto.maps import upsample_map
 from edgeproto.outputs import FP32_TOLERANCE, run_outputs, within_tolerance
 from edgeproto.progress import progress_bar
 
 THRESHOLDS = {"fp32": {"decision_agreement": 1.0, "peak_agreement": 1.0, "map_iou": 0.9},
               "reduced": {"decision_agreement": 0.95, "peak_agreement": 0.9, "map_iou": 0.7}}
-
-
-def top_mask(map2d: np.ndarray, size: int) -> np.ndarray:
-    """bool (S,S): the ≥95th-percentile pixels of the upsampled map."""
-    up = upsample_map(map2d, size)
-    return up >= np.percentile(up, 95.0)
 
 
 def validate_multilabel(bundle: Bundle, target: str, precision: str = "fp32", guard: str = "prototypes", *,
@@ -66,7 +61,7 @@ def validate_multilabel(bundle: Bundle, target: str, precision: str = "fp32", gu
     reference = load_runner(bundle, "torch", "fp32", "prototypes", None, threads)
     runner = load_runner(bundle, target, precision, guard, device, threads)
     logits = {"reference": [], "deployed": []}
-    peaks = ious = 0
+    peaks = 0
     iou_values: list[float] = []
     finite, close = True, True
     max_abs = {"logits": 0.0, "scores": 0.0, "maps": 0.0}
@@ -91,10 +86,9 @@ def validate_multilabel(bundle: Bundle, target: str, precision: str = "fp32", gu
                     games["reference"].add(ref_maps[b], masks)
                     games["deployed"].add(act_maps[b], masks)
                 for c in np.nonzero(shown[b])[0]:
-                    peaks += int(map_peak(ref_maps[b, c], size) == map_peak(act_maps[b, c], size))
-                    a, r = top_mask(act_maps[b, c], size), top_mask(ref_maps[b, c], size)
-                    iou_values.append(float((a & r).sum() / max(int((a | r).sum()), 1)))
-                    ious += 1
+                    up_r, up_a = upsample_map(ref_maps[b, c], size), upsample_map(act_maps[b, c], size)
+                    peaks += int(up_r.argmax() == up_a.argmax())
+                    iou_values.append(mask_iou(high_mask(up_r), high_mask(up_a)))
             for _ in idx:
                 advance()
     info, ref_info = runner.info(), reference.info()
@@ -111,7 +105,7 @@ def validate_multilabel(bundle: Bundle, target: str, precision: str = "fp32", gu
     label_agreement = [float(v) for v in (ref_pred == act_pred).mean(axis=0)]
     limits = dict(THRESHOLDS["fp32" if precision == "fp32" else "reduced"], **(thresholds or {}))
     values = {"decision_agreement": float(min(label_agreement)),
-              "peak_agreement": peaks / ious if ious else 1.0,
+              "peak_agreement": peaks / len(iou_values) if iou_values else 1.0,
               "map_iou": float(np.mean(iou_values)) if iou_values else 1.0}
     checks = [{"name": k, "limit": limits[k], "value": values[k], "passed": values[k] >= limits[k]} for k in values]
     checks.append({"name": "finite", "limit": True, "value": finite, "passed": finite})
@@ -128,7 +122,7 @@ def validate_multilabel(bundle: Bundle, target: str, precision: str = "fp32", gu
         "deployed": sides["deployed"],
         "label_decision_agreement": label_agreement,
         **values,
-        "maps_compared": ious,
+        "maps_compared": len(iou_values),
         "tolerance": {"atol": tol["atol"], "rtol": tol["rtol"]},
         "max_abs": max_abs,
         "checks": checks,

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from edgeproto.bundle import Bundle
+from edgeproto.compare.fidelity import high_mask, mask_iou
 from edgeproto.device.segmentation import region_prototypes
 from edgeproto.errors import EdgeprotoError
 from edgeproto.maps import upsample_map
@@ -43,11 +44,6 @@ def iou_scores(conf: np.ndarray) -> dict:
     return {"miou": float(np.nanmean(iou)) if (union > 0).any() else 1.0,
             "pixel_accuracy": float(inter.sum() / max(int(conf.sum()), 1)),
             "class_iou": [None if np.isnan(v) else float(v) for v in iou]}
-
-
-def _top_mask(map2d: np.ndarray, size: int) -> np.ndarray:
-    up = upsample_map(map2d, size)
-    return up >= np.percentile(up, 95.0)
 
 
 def segmentation_dataset(bundle: Bundle, split: str, data=None, data_root=None):
@@ -120,8 +116,8 @@ def validate_segmentation(bundle: Bundle, target: str, precision: str = "fp32", 
                 for c, (j, _) in ref_top.items():
                     regions += 1
                     region_agree += int(act_top.get(c, (-1, 0.0))[0] == j)
-                    a, r = _top_mask(act["maps"][b, j], size), _top_mask(ref["maps"][b, j], size)
-                    ious.append(float((a & r).sum() / max(int((a | r).sum()), 1)))
+                    ious.append(mask_iou(high_mask(upsample_map(ref["maps"][b, j], size)),
+                                         high_mask(upsample_map(act["maps"][b, j], size))))
             for _ in idx:
                 advance()
     info, ref_info = runner.info(), reference.info()

@@ -27,6 +27,7 @@ from edgeproto.data.preprocess import load_image, normalize, to_raw
 from edgeproto.errors import EdgeprotoError
 from edgeproto.maps import high_activation_boxes, upsample_maps
 from edgeproto.outputs import run_outputs, static_batch
+from edgeproto.probabilities import softmax
 from edgeproto.ranking import ranking
 
 
@@ -258,8 +259,7 @@ class Explainer:
         results = []
         for i in range(len(raws)):
             pred = int(logits[i].argmax())
-            e = np.exp(logits[i] - logits[i, pred])
-            probs = e / e.sum()
+            probs = softmax(logits[i])
             terms = scores[i] * self.last_layer[pred]
             top = order[i, : self.k]
             size = tuple(sizes[i]) if sizes is not None else (self.size, self.size)

@@ -35,9 +35,20 @@ MAX_PATCH_PIXELS = 4_000_000  # a prototype's source patch is a crop of a traini
 GALLERY_SLOTS = 6  # 2 × 3 thumbnails
 
 
-def _display_size(size: int) -> int:
+def display_size(size: int) -> int:
     """Side of an image panel in pixels: the input scaled by an integer factor to >= PANEL_PX."""
     return size * max(1, -(-PANEL_PX // size))
+
+
+def figure_bytes(fig, **savefig) -> bytes:
+    """PNG bytes of a matplotlib figure on white (``savefig``: more ``Figure.savefig`` options); text in a
+    script the font lacks is drawn as boxes, without a warning per glyph."""
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from font")
+        warnings.filterwarnings("ignore", message=r"Matplotlib currently does not support")
+        fig.savefig(buf, format="png", facecolor="white", **savefig)
+    return buf.getvalue()
 
 
 def heatmap_overlay(raw: np.ndarray, map2d: np.ndarray, side: int, alpha: float | None = None,
@@ -145,7 +156,7 @@ def figure_png(bundle: Bundle, raw: np.ndarray, record: dict, vrange: tuple[floa
 
     vrange = vrange or model_map_range(bundle)
     size = int(record.get("input_size", bundle.manifest["preprocess"]["image_size"]))
-    side = _display_size(size)
+    side = display_size(size)
     scale = side / size
     rows = record["top_prototypes"]
     if not rows:
@@ -251,12 +262,7 @@ def figure_png(bundle: Bundle, raw: np.ndarray, record: dict, vrange: tuple[floa
     bar = fig.colorbar(ScalarMappable(Normalize(*vrange), colormaps["jet"]), cax=cax)
     bar.set_label("similarity (one scale for all rows)", fontsize=9)
     bar.ax.tick_params(labelsize=8)
-    buf = io.BytesIO()
-    with warnings.catch_warnings():  # a file name in a script the font lacks: boxes, not a warning per glyph
-        warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from font")
-        warnings.filterwarnings("ignore", message=r"Matplotlib currently does not support")
-        fig.savefig(buf, format="png", dpi=DPI, facecolor="white", pil_kwargs={"compress_level": 3})
-    return buf.getvalue()
+    return figure_bytes(fig, dpi=DPI, pil_kwargs={"compress_level": 3})
 
 
 def render_explanation(bundle: Bundle | str | Path, image: str | Path | np.ndarray, explanation: dict,

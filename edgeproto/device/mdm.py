@@ -34,6 +34,7 @@ import numpy as np
 from PIL import Image
 
 from edgeproto.errors import EdgeprotoError
+from edgeproto.probabilities import softmax
 
 SCALES = (2, 4, 8)
 MASKS_PER_SCALE = 64
@@ -171,8 +172,7 @@ def explain_mdm(explainer, frame, *, scales: Sequence[int] = SCALES, masks: int 
                    batch=batch)
     logits = out["logits"]
     pred = int(logits.argmax())
-    e = np.exp(logits - logits[pred])
-    probs = e / e.sum()
+    probs = softmax(logits)
     y, x_ = np.unravel_index(int(out["heatmap"].argmax()), out["heatmap"].shape)
     settings = {"scales": list(out["scales"]), "masks_per_scale": int(masks), "keep": float(keep), "seed": int(seed),
                 "baseline": "dataset mean colour", "detection_nodes": "logits (centred)"}

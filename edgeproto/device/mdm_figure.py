@@ -3,11 +3,9 @@ heatmap of each mask scale, on one [0, 1] colour scale. matplotlib's Agg canvas 
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 
-from edgeproto.device.figure import DPI, _display_size, heatmap_overlay
+from edgeproto.device.figure import DPI, display_size, figure_bytes, heatmap_overlay
 from edgeproto.device.mdm import MdmExplanation
 
 
@@ -20,7 +18,7 @@ def mdm_figure_png(result: MdmExplanation) -> bytes:
     from matplotlib.figure import Figure
 
     raw = result.raw
-    side = _display_size(raw.shape[0])
+    side = display_size(raw.shape[0])
     scales = list(result.scale_maps)
     panels = [("input", np.asarray(raw)), ("MDM heatmap (scales stacked)", heatmap_overlay(raw, result.heatmap, side,
                                                                                             vrange=(0.0, 1.0)))]
@@ -44,6 +42,4 @@ def mdm_figure_png(result: MdmExplanation) -> bytes:
                     markersize=14, mew=2)
     cax = fig.add_axes([0.955, 0.1, 0.012, 0.68])
     fig.colorbar(ScalarMappable(Normalize(0.0, 1.0), colormaps["jet"]), cax=cax)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, facecolor="white")
-    return buf.getvalue()
+    return figure_bytes(fig, dpi=DPI)

@@ -10,7 +10,6 @@ never torch.
 
 from __future__ import annotations
 
-from io import BytesIO
 from pathlib import Path
 
 import numpy as np
@@ -83,11 +82,11 @@ def render_multilabel(bundle: Bundle | str | Path, image_path: str | Path, expla
     closest training patch] [text]. Written atomically."""
     from matplotlib.figure import Figure
 
-    from edgeproto.device.figure import _display_size, heatmap_overlay, source_panel
+    from edgeproto.device.figure import display_size, figure_bytes, heatmap_overlay, source_panel
 
     bundle = as_bundle(bundle)
     size = int(explanation["input_size"])
-    side = _display_size(size)
+    side = display_size(size)
     raw = to_raw(load_image(image_path), size)
     big = np.asarray(Image.fromarray(raw).resize((side, side), Image.Resampling.BICUBIC))
     rows = explanation["labels"]
@@ -124,8 +123,5 @@ def render_multilabel(bundle: Bundle | str | Path, image_path: str | Path, expla
                                    f"{'' if r['predicted'] else ' (below threshold)'}\nlabel embedding "
                                    f"{r['prototype']}, score {r['score']:.3f}\npeak at (x, y) = "
                                    f"({r['peak'][0]}, {r['peak'][1]}) px", fontsize=10.5, va="center")
-    buf = BytesIO()
-    fig.savefig(buf, format="png")
-    out_png = Path(out_png)
-    atomic_files.write_bytes(out_png, buf.getvalue())
-    return out_png
+    atomic_files.write_bytes(out_png, figure_bytes(fig))
+    return Path(out_png)

@@ -120,11 +120,11 @@ def render_segmentation(bundle: Bundle | str | Path, image_path: str | Path, exp
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch, Rectangle
 
-    from edgeproto.device.figure import _display_size, heatmap_overlay, source_panel
+    from edgeproto.device.figure import display_size, figure_bytes, heatmap_overlay, source_panel
 
     bundle = as_bundle(bundle)
     size = int(explanation["input_size"])
-    side = _display_size(size)
+    side = display_size(size)
     raw = to_raw(load_image(image_path), size)
     big = np.asarray(Image.fromarray(raw).resize((side, side), Image.Resampling.BICUBIC))
     pred = np.asarray(explanation["mask"], dtype=np.int64)
@@ -166,10 +166,5 @@ def render_segmentation(bundle: Bundle | str | Path, image_path: str | Path, exp
         axes[i, 3].text(0.02, 0.5, f"region {r['class_name']} ({r['pixels']} px)\nlooks like prototype {r['prototype']}"
                                    f"\n(class {classes[r['class']]})\nsimilarity {r['score']:.4g}"
                                    f"\nsource: training image {r.get('source_image')}", fontsize=10.5, va="center")
-    from io import BytesIO
-
-    buf = BytesIO()
-    fig.savefig(buf, format="png")
-    out_png = Path(out_png)
-    atomic_files.write_bytes(out_png, buf.getvalue())
-    return out_png
+    atomic_files.write_bytes(out_png, figure_bytes(fig))
+    return Path(out_png)

@@ -114,6 +114,7 @@ class DistillTrainer(Trainer):
         _check_recipe(recipe, self.teacher_config)
         super().__init__(recipe, out, quiet=quiet)
         _check_data(self.teacher_config, self.train_set, self.teacher_path)
+        self.renormalise = self._renormalisation()
         self.same_classes = list(self.teacher_config["classes"]) == list(self.train_set.classes)
         if self.cfg["distill"]["logits"] and not self.same_classes:
             raise EdgeprotoError("train.distill.logits needs the teacher's classes; teacher and student label "
@@ -148,30 +149,40 @@ class DistillTrainer(Trainer):
             getattr(own, name).copy_(getattr(theirs, name))
             getattr(own, name).requires_grad_(False)
 
+    def _renormalisation(self) -> tuple[Tensor, Tensor] | None:
+        """(scale, shift) taking the student's normalised images to the teacher's normalisation, or
+        None when both use the same statistics."""
+        def stats(mean, std) -> tuple[Tensor, Tensor]:
+            return (torch.tensor(mean, dtype=torch.float32)[None, :, None, None],
+                    torch.tensor(std, dtype=torch.float32)[None, :, None, None])
+
+        mean_s, std_s = stats(self.train_set.mean, self.train_set.std)
+        mean_t, std_t = stats(self.teacher_config["mean"], self.teacher_config["std"])
+        if torch.equal(mean_s, mean_t) and torch.equal(std_s, std_t):
+            return None
+        return std_s / std_t, (mean_s - mean_t) / std_t
+
     def teacher_outputs(self, x: Tensor) -> dict[str, Tensor]:
         """The teacher on the student's (normalised) images, renormalised to the teacher's statistics."""
-        mean_s, std_s = self._stats(self.train_set.mean, self.train_set.std, x)
-        mean_t, std_t = self._stats(self.teacher_config["mean"], self.teacher_config["std"], x)
-        if not (torch.equal(mean_s, mean_t) and torch.equal(std_s, std_t)):
-            x = (x * std_s + mean_s - mean_t) / std_t
+        if self.renormalise is not None:
+            scale, shift = self.renormalise
+            x = x * scale + shift
         self.teacher.eval()
         with torch.no_grad():
             z = self.teacher.features(x)
             return {**self.teacher.classify(z), "features": z}
 
-    @staticmethod
-    def _stats(mean, std, x: Tensor) -> tuple[Tensor, Tensor]:
-        return (torch.tensor(mean, dtype=x.dtype)[None, :, None, None],
-                torch.tensor(std, dtype=x.dtype)[None, :, None, None])
-
-    def _teacher_scores(self, images: Tensor) -> Tensor:
-        return torch.cat([self.teacher_outputs(images[i : i + 256])["scores"] for i in range(0, len(images), 256)])
+    def _teacher_on(self, images: Tensor, keys: tuple[str, ...]) -> dict[str, Tensor]:
+        """The teacher's ``keys`` outputs over many images, in batches."""
+        outs = [self.teacher_outputs(images[i : i + 256]) for i in range(0, len(images), 256)]
+        return {k: torch.cat([o[k] for o in outs]) for k in keys}
 
     @torch.no_grad()
     def _match(self) -> list[dict]:
         """Prototype records: student class by feature similarity (teacher scores on the student's
         training images), source patch and class from the teacher."""
-        classes, means = match_prototypes(self._teacher_scores(self.images), self.labels, len(self.train_set.classes))
+        scores = self._teacher_on(self.images, ("scores",))["scores"]
+        classes, means = match_prototypes(scores, self.labels, len(self.train_set.classes))
         identity = torch.zeros_like(self.model.prototype_class_identity)
         identity[torch.arange(len(classes)), classes] = 1.0
         self.model.prototype_class_identity.copy_(identity)
@@ -245,12 +256,7 @@ class DistillTrainer(Trainer):
     def _final_metrics(self) -> None:
         super()._final_metrics()
         student = predict(self.model, self.test_images)
-        teacher = {k: [] for k in ("logits", "scores")}
-        for i in range(0, len(self.test_images), 256):
-            t = self.teacher_outputs(self.test_images[i : i + 256])
-            for k in teacher:
-                teacher[k].append(t[k])
-        teacher = {k: torch.cat(v) for k, v in teacher.items()}
+        teacher = self._teacher_on(self.test_images, ("logits", "scores"))
         agree = top_prototype_agreement(teacher["scores"].numpy(), student["scores"].numpy())
         self.metrics["explanation_agreement_top1"] = agree["top1"]
         self.metrics[f"explanation_agreement_top{agree['k']}_overlap"] = agree["topk_overlap"]

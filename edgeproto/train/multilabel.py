@@ -27,7 +27,7 @@ from edgeproto.data.label_sets import PointingGame, label_f1, label_maps, mean_a
 from edgeproto.errors import EdgeprotoError
 from edgeproto.models.patchct import PatchCTNet
 from edgeproto.train.segmentation import cell_box
-from edgeproto.train.trainer import Trainer, predict
+from edgeproto.train.trainer import Trainer, model_config, predict
 
 
 def ct_cost(sim: Tensor, targets: Tensor, identity: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
@@ -90,10 +90,11 @@ class MultilabelTrainer(Trainer):
         if getattr(self.train_set, "task", "classification") != "multilabel":
             raise EdgeprotoError(f"model.arch {recipe['model']['arch']} needs a multi-label dataset "
                                  "(procedural with task: multilabel, or multilabel_folder)")
-        self.model_cfg["temperature"] = recipe["model"]["temperature"]
-        self.model.temperature = float(recipe["model"]["temperature"])
         self.targets = dataset_targets(self.train_set)
         self.test_targets = dataset_targets(self.test_set)
+
+    def _model_config(self, recipe: dict, dataset) -> dict:
+        return {**model_config(recipe, dataset), "temperature": recipe["model"]["temperature"]}
 
     def _active_groups(self, stage: str) -> tuple[str, ...]:
         # the label classifier trains in every stage

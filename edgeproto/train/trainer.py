@@ -15,7 +15,7 @@ from torch.nn.parallel import DistributedDataParallel
 from edgeproto import atomic_files
 from edgeproto.environment import cpu_model
 from edgeproto.errors import EdgeprotoError
-from edgeproto.models import PrototypeNet, create_model
+from edgeproto.models import create_model
 from edgeproto.train.augment import random_shift
 from edgeproto.train import checkpoint
 from edgeproto.train.distributed import Dist, init_distributed, shutdown
